@@ -1,0 +1,74 @@
+//! The TOML file as written: every key optional where a default makes sense, unknown keys
+//! refused so a typo never goes unnoticed. `examples/jd-proxy.toml` shows every key.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// bitcoin, testnet, testnet4, signet or regtest.
+    pub network: Option<String>,
+    #[serde(default)]
+    pub node: RawNode,
+    #[serde(default)]
+    pub coinbase: RawCoinbase,
+    #[serde(default)]
+    pub stratum: RawStratum,
+    #[serde(default)]
+    pub vardiff: RawVardiff,
+    #[serde(default)]
+    pub solo: RawSolo,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub rpc_url: Option<String>,
+    pub cookie_file: Option<PathBuf>,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    pub long_poll_secs: Option<u64>,
+    pub poll_interval_ms: Option<u64>,
+    pub template_refresh_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCoinbase {
+    pub payout_address: Option<String>,
+    pub payout_descriptor: Option<String>,
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStratum {
+    pub listen: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_line_bytes: Option<usize>,
+    pub first_message_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
+    pub extranonce1_bytes: Option<u8>,
+    pub extranonce2_bytes: Option<u8>,
+    pub version_rolling_mask: Option<String>,
+    pub max_ntime_future_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVardiff {
+    pub initial_difficulty: Option<f64>,
+    pub min_difficulty: Option<f64>,
+    pub max_difficulty: Option<f64>,
+    pub target_share_secs: Option<f64>,
+    pub retarget_secs: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSolo {
+    pub blocks_dir: Option<PathBuf>,
+}

@@ -1,0 +1,180 @@
+//! jd-proxy: unchanged Stratum V1 ASICs mine on block templates from the farm's own node.
+//!
+//! Data flows one way in each direction:
+//! - node → [`template_provider`] → [`job`] → every [`sv1::session`] → ASIC (`mining.notify`);
+//! - ASIC → [`sv1::session`] → [`share`] check → a found block goes to [`solo`] (disk, then the node).
+//!
+//! [`Proxy::start`] builds the whole daemon in-process, so tests and the binary run the same code.
+
+pub mod config;
+pub mod job;
+pub mod metrics;
+pub mod share;
+pub mod solo;
+pub mod sv1;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bitcoin::ScriptBuf;
+use serde_json::json;
+use template_provider::{CoinbaseConfig, RpcClient, TemplateSource};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Config, Payout};
+use crate::job::extranonce::Extranonce1Allocator;
+use crate::job::factory::JobFactory;
+use crate::job::Job;
+use crate::metrics::{Snapshot, Stats};
+use crate::solo::BlockSink;
+use crate::sv1::Sv1Config;
+
+/// What every session shares: settings, the extranonce allocator, the block sink, counters.
+#[derive(Debug)]
+pub struct Shared {
+    pub sv1: Sv1Config,
+    pub extranonces: Extranonce1Allocator,
+    pub blocks: BlockSink,
+    pub stats: Arc<Stats>,
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    local_addr: SocketAddr,
+    stats: Arc<Stats>,
+    jobs: watch::Receiver<Arc<Job>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// How long shutdown waits for sessions and block submissions to finish.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Proxy {
+    /// Checks the node, builds the first job and starts serving miners.
+    ///
+    /// # Errors
+    /// A node on the wrong chain or still syncing, a payout that does not resolve, or a
+    /// listen address that cannot be bound: each with a message naming the cause.
+    pub async fn start(config: Config) -> anyhow::Result<Proxy> {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
+        let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
+        let chain = source.check_node().await.with_context(|| format!("node at {}", config.node.rpc_url))?;
+        info!(chain = %chain.chain, height = chain.blocks, "node ready");
+
+        let payout_script = resolve_payout(&rpc, &config).await?;
+        let coinbase = CoinbaseConfig { payout_script, tag: config.coinbase_tag.clone() };
+
+        let templates = source.spawn(&tracker, shutdown.clone()).await.context("first block template")?;
+        let mut factory = JobFactory::new(coinbase, config.sv1.layout);
+        let first = factory
+            .make(templates.borrow().clone(), None)
+            .context("building the first job (check coinbase.tag)")?;
+        let (jobs_tx, jobs) = watch::channel(Arc::new(first));
+        tracker.spawn(factory.run(templates, jobs_tx, shutdown.clone()));
+
+        let (blocks, found) = BlockSink::new();
+        tracker.spawn(solo::run_submitter(found, rpc, config.blocks_dir.clone(), tracker.clone()));
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (stratum.listen)", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            extranonces: Extranonce1Allocator::new(config.sv1.layout),
+            sv1: config.sv1,
+            blocks,
+            stats: stats.clone(),
+        });
+        tracker.spawn(sv1::server::serve(listener, shared, jobs.clone(), tracker.clone(), shutdown.clone()));
+        tracker.spawn(log_status(stats.clone(), shutdown.clone()));
+        info!(listen = %local_addr, network = %config.network, "jd-proxy serving Stratum V1 miners (solo mode)");
+        Ok(Proxy { local_addr, stats, jobs, shutdown, tracker })
+    }
+
+    /// The address miners connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// The newest job, as every miner gets it.
+    pub fn jobs(&self) -> watch::Receiver<Arc<Job>> {
+        self.jobs.clone()
+    }
+
+    /// Stops accepting, closes every session, and waits for found blocks to be submitted.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_DEADLINE, self.tracker.wait()).await.is_err() {
+            warn!("shutdown deadline passed with tasks still running");
+        }
+    }
+}
+
+/// Runs the proxy until `signal` completes.
+///
+/// # Errors
+/// As [`Proxy::start`].
+pub async fn run(config: Config, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let proxy = Proxy::start(config).await?;
+    signal.await;
+    info!("shutting down");
+    proxy.shutdown().await;
+    Ok(())
+}
+
+async fn resolve_payout(rpc: &RpcClient, config: &Config) -> anyhow::Result<ScriptBuf> {
+    match &config.payout {
+        Payout::Address(a) => Ok(a.script_pubkey()),
+        Payout::Descriptor(d) => {
+            // The node knows every descriptor form; asking it keeps a descriptor parser out of here.
+            let with_checksum = if d.contains('#') {
+                d.clone()
+            } else {
+                let info: serde_json::Value = rpc.call("getdescriptorinfo", json!([d])).await.context("coinbase.payout_descriptor")?;
+                let sum = info["checksum"].as_str().context("coinbase.payout_descriptor: node gave no checksum")?;
+                format!("{d}#{sum}")
+            };
+            let addrs: Vec<String> = rpc
+                .call("deriveaddresses", json!([with_checksum]))
+                .await
+                .context("coinbase.payout_descriptor must be a single, non-ranged output")?;
+            let first = addrs.first().context("coinbase.payout_descriptor derives no address")?;
+            let addr = bitcoin::Address::from_str(first)?.require_network(config.network)?;
+            Ok(addr.script_pubkey())
+        }
+    }
+}
+
+/// One status line a minute: what an operator checks first.
+async fn log_status(stats: Arc<Stats>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let s = stats.snapshot();
+        let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
+        info!(connections = s.connections, accepted = s.accepted, rejected, blocks = s.blocks, "status");
+    }
+}

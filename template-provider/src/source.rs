@@ -1,0 +1,354 @@
+//! Watches the node and publishes the newest template.
+//!
+//! Two watchers feed one publisher:
+//! - the **tip watcher** learns of a new tip first (`waitfornewblock`, or `getbestblockhash`
+//!   polling on nodes without it) and, where the next block's bits are known without the node,
+//!   publishes a coinbase-only template on the new tip at once, so miners leave the old tip
+//!   before the node has built its full template;
+//! - the **template watcher** long-polls `getblocktemplate` and publishes every full template.
+//!
+//! The publisher keeps the order right: an empty template never replaces a full one on the
+//! same tip, and a template for an older height is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::{BlockHash, CompactTarget, Network};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::node::gbt::BlockTemplateReply;
+use crate::node::rpc::{RpcClient, RpcError, RPC_METHOD_NOT_FOUND};
+use crate::node::core_chain_name;
+use crate::template::{Template, TemplateId, TemplateKind};
+
+/// How the source watches the node.
+#[derive(Debug, Clone)]
+pub struct TemplateSourceConfig {
+    /// The chain the farm mines; the node must be on it.
+    pub network: Network,
+    /// How long one `waitfornewblock` / `getblocktemplate` long poll may wait.
+    pub long_poll: Duration,
+    /// Fallback tip polling interval for nodes without `waitfornewblock`.
+    pub poll_interval: Duration,
+    /// A fresh full template at least this often, even when the node's long poll is quiet.
+    pub refresh_interval: Duration,
+}
+
+impl Default for TemplateSourceConfig {
+    fn default() -> Self {
+        TemplateSourceConfig {
+            network: Network::Bitcoin,
+            long_poll: Duration::from_secs(20),
+            poll_interval: Duration::from_millis(500),
+            refresh_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the source refuses to start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("the node is on chain {actual:?}, but the config says {expected:?}")]
+    WrongNetwork { expected: String, actual: String },
+    #[error("the node is in initial block download ({blocks} of {headers} headers); mining on a stale tip would waste work, try again when it has synced")]
+    InitialBlockDownload { blocks: u64, headers: u64 },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+/// What the node said about itself at start.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChainInfo {
+    pub chain: String,
+    pub blocks: u64,
+    pub headers: u64,
+    #[serde(rename = "bestblockhash")]
+    pub best_block_hash: BlockHash,
+    #[serde(rename = "initialblockdownload")]
+    pub initial_block_download: bool,
+}
+
+/// Templates from a JSON-RPC node.
+#[derive(Debug, Clone)]
+pub struct TemplateSource {
+    rpc: RpcClient,
+    config: TemplateSourceConfig,
+    ids: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+enum Update {
+    Tip { hash: BlockHash, header: HeaderInfo },
+    Full(Template),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct HeaderInfo {
+    height: u32,
+    bits: String,
+    #[serde(rename = "mediantime")]
+    median_time: u32,
+}
+
+impl TemplateSource {
+    /// A source over `rpc`; call [`check_node`](Self::check_node) then [`spawn`](Self::spawn).
+    pub fn new(rpc: RpcClient, config: TemplateSourceConfig) -> Self {
+        TemplateSource { rpc, config, ids: Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// The RPC client, for block submission.
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    /// Checks that the node is on the configured chain and has synced.
+    ///
+    /// # Errors
+    /// [`StartError::WrongNetwork`], [`StartError::InitialBlockDownload`], or the RPC failure.
+    pub async fn check_node(&self) -> Result<ChainInfo, StartError> {
+        let info: ChainInfo = self.rpc.call("getblockchaininfo", json!([])).await?;
+        let expected = core_chain_name(self.config.network);
+        if info.chain != expected {
+            return Err(StartError::WrongNetwork { expected: expected.into(), actual: info.chain });
+        }
+        if info.initial_block_download {
+            return Err(StartError::InitialBlockDownload { blocks: info.blocks, headers: info.headers });
+        }
+        Ok(info)
+    }
+
+    fn next_id(&self) -> TemplateId {
+        TemplateId::new(self.ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Fetches one full template now.
+    ///
+    /// # Errors
+    /// When the node cannot be asked or its reply does not decode.
+    pub async fn fetch_template(&self, longpoll_id: Option<&str>) -> Result<(Template, Option<String>), RpcError> {
+        let mut request = json!({"rules": ["segwit"], "capabilities": ["longpoll", "coinbasevalue"]});
+        if matches!(self.config.network, Network::Signet) {
+            request["rules"] = json!(["segwit", "signet"]);
+        }
+        let timeout = match longpoll_id {
+            Some(id) => {
+                request["longpollid"] = json!(id);
+                // The node holds a long poll open until the tip or the mempool changes.
+                self.config.long_poll + Duration::from_secs(60)
+            }
+            None => Duration::from_secs(30),
+        };
+        let reply: BlockTemplateReply = self.rpc.call_with_timeout("getblocktemplate", json!([request]), timeout).await?;
+        let next_poll = reply.longpoll_id.clone();
+        let template = reply
+            .into_template(self.next_id(), self.config.network)
+            .map_err(|e| RpcError::BadReply { method: "getblocktemplate".into(), detail: e.to_string() })?;
+        Ok((template, next_poll))
+    }
+
+    /// Starts the watchers; the returned receiver always holds the newest template.
+    ///
+    /// The first full template is fetched before this returns, so jobs can start at once.
+    ///
+    /// # Errors
+    /// When the first template cannot be fetched.
+    pub async fn spawn(
+        self,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<watch::Receiver<Arc<Template>>, RpcError> {
+        let (first, longpoll_id) = self.fetch_template(None).await?;
+        info!(height = first.height, txs = first.txs.len(), fees = %first.fees(), "first template from the node");
+        let tip = first.prev_hash;
+        let (tx, rx) = watch::channel(Arc::new(first));
+        let (updates_tx, updates_rx) = mpsc::channel(16);
+        tracker.spawn(publish(self.clone(), updates_rx, tx, shutdown.clone()));
+        tracker.spawn(watch_templates(self.clone(), longpoll_id, updates_tx.clone(), shutdown.clone()));
+        tracker.spawn(watch_tip(self, tip, updates_tx, shutdown));
+        Ok(rx)
+    }
+
+    /// Builds the coinbase-only template for a fresh tip, when its bits can be known without
+    /// the node: not at a retarget boundary, and not on testnets whose min-difficulty rule
+    /// depends on time.
+    fn empty_on_tip(&self, hash: BlockHash, header: &HeaderInfo, last: &Template) -> Option<Template> {
+        let height = header.height.checked_add(1)?;
+        let fixed_bits = match self.config.network {
+            Network::Regtest => true,
+            Network::Bitcoin | Network::Signet => height % 2016 != 0,
+            _ => false,
+        };
+        if !fixed_bits {
+            return None;
+        }
+        let bits = u32::from_str_radix(&header.bits, 16).ok()?;
+        let now = u32::try_from(SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
+        // Version bits signal deployments; the last template's choice stays right for the next block.
+        let version = last.version;
+        Some(Template::empty_on_tip(
+            self.next_id(),
+            self.config.network,
+            hash,
+            height,
+            version,
+            CompactTarget::from_consensus(bits),
+            header.median_time.saturating_add(1),
+            now,
+        ))
+    }
+}
+
+async fn publish(
+    source: TemplateSource,
+    mut updates: mpsc::Receiver<Update>,
+    out: watch::Sender<Arc<Template>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let update = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            u = updates.recv() => match u { Some(u) => u, None => return },
+        };
+        let current = out.borrow().clone();
+        match update {
+            Update::Tip { hash, header } => {
+                if hash == current.prev_hash || header.height.saturating_add(1) < current.height {
+                    continue; // the full template on this tip is already out
+                }
+                match source.empty_on_tip(hash, &header, &current) {
+                    Some(t) => {
+                        info!(height = t.height, prev = %hash, "new tip: miners switched to an empty job while the node builds its template");
+                        out.send_replace(Arc::new(t));
+                    }
+                    None => debug!(%hash, "new tip: waiting for the node's template (bits not known ahead)"),
+                }
+            }
+            Update::Full(t) => {
+                if t.height < current.height {
+                    debug!(height = t.height, "dropping a template for an older height");
+                    continue;
+                }
+                let new_tip = t.prev_hash != current.prev_hash;
+                if new_tip || current.kind == TemplateKind::Empty {
+                    info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "new template");
+                } else {
+                    debug!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template update");
+                }
+                out.send_replace(Arc::new(t));
+            }
+        }
+    }
+}
+
+/// Long-polls `getblocktemplate`; falls back to a plain fetch every refresh interval.
+async fn watch_templates(
+    source: TemplateSource,
+    mut longpoll_id: Option<String>,
+    updates: mpsc::Sender<Update>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        let fetch = tokio::time::timeout(
+            source.config.refresh_interval,
+            source.fetch_template(longpoll_id.as_deref()),
+        );
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = fetch => r,
+        };
+        match result {
+            Ok(Ok((template, next))) => {
+                failures = 0;
+                longpoll_id = next;
+                if updates.send(Update::Full(template)).await.is_err() {
+                    return;
+                }
+            }
+            // The long poll outlived the refresh interval: ask for a fresh template now.
+            Err(_elapsed) => longpoll_id = None,
+            Ok(Err(e)) => {
+                failures += 1;
+                longpoll_id = None;
+                warn!(error = %e, "getblocktemplate failed; miners keep the last template");
+                let backoff = Duration::from_millis(200 * u64::from(failures.min(25)));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TipReply {
+    hash: BlockHash,
+}
+
+/// Learns of new tips as soon as the node does.
+async fn watch_tip(source: TemplateSource, mut tip: BlockHash, updates: mpsc::Sender<Update>, shutdown: CancellationToken) {
+    let rpc = source.rpc.clone();
+    let mut can_wait = true;
+    let mut with_current_tip = true;
+    loop {
+        let wait_ms = u64::try_from(source.config.long_poll.as_millis()).unwrap_or(u64::MAX);
+        let call = async {
+            if !can_wait {
+                tokio::time::sleep(source.config.poll_interval).await;
+                return rpc.call::<BlockHash>("getbestblockhash", json!([])).await;
+            }
+            let params = if with_current_tip { json!([wait_ms, tip.to_string()]) } else { json!([wait_ms]) };
+            rpc.call_with_timeout::<TipReply>("waitfornewblock", params, source.config.long_poll + Duration::from_secs(10))
+                .await
+                .map(|r| r.hash)
+        };
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = call => r,
+        };
+        let hash = match result {
+            Ok(h) => h,
+            Err(e) if e.node_code() == Some(RPC_METHOD_NOT_FOUND) => {
+                warn!("node has no waitfornewblock; polling getbestblockhash every {:?}", source.config.poll_interval);
+                can_wait = false;
+                continue;
+            }
+            Err(RpcError::Node { .. }) if with_current_tip => {
+                // Nodes before v28 take only the timeout.
+                with_current_tip = false;
+                continue;
+            }
+            Err(e) => {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                warn!(error = %e, "tip watch failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+        };
+        if tip == hash {
+            continue;
+        }
+        tip = hash;
+        match rpc.call::<HeaderInfo>("getblockheader", json!([hash.to_string(), true])).await {
+            Ok(header) => {
+                if updates.send(Update::Tip { hash, header }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(error = %e, %hash, "cannot read the new tip's header"),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The coinbase transaction, split around the extranonce space miners fill in.
+//!
+//! Layout (non-witness serialization, which is what the txid and Stratum V1 see):
+//!
+//! ```text
+//! prefix = version | 01 | null outpoint | scriptSig length | BIP34 height | tag push | PUSH(extranonce_len)
+//!          extranonce (proxy part, then miner part)
+//! suffix = sequence | outputs | locktime
+//! ```
+//! Kept small by default: old Antminer firmware fails on large coinbases.
+
+use bitcoin::consensus::encode::VarInt;
+use bitcoin::consensus::Encodable;
+use bitcoin::hashes::{sha256d, Hash, HashEngine};
+use bitcoin::script::{Builder, PushBytesBuf};
+use bitcoin::{Amount, ScriptBuf, Txid};
+
+use super::Template;
+
+/// Consensus limit on a coinbase scriptSig.
+pub const MAX_SCRIPT_SIG_LEN: usize = 100;
+
+/// Longest extranonce a split accepts; SV1 needs 16 at most (8 proxy + 8 miner).
+pub const MAX_EXTRANONCE_LEN: usize = 32;
+
+/// What the farm puts in every coinbase.
+#[derive(Debug, Clone)]
+pub struct CoinbaseConfig {
+    /// Where the block reward goes.
+    pub payout_script: ScriptBuf,
+    /// A short tag in the scriptSig (e.g. `/farm-name/`).
+    pub tag: Vec<u8>,
+}
+
+/// Why a coinbase could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CoinbaseError {
+    #[error("coinbase scriptSig would be {len} bytes, above the consensus limit of {MAX_SCRIPT_SIG_LEN}; shorten the coinbase tag")]
+    ScriptSigTooLong { len: usize },
+    #[error("extranonce of {0} bytes is outside 1..={MAX_EXTRANONCE_LEN}")]
+    ExtranonceLen(usize),
+}
+
+/// A coinbase with a hole for the extranonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoinbaseSplit {
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+    extranonce_len: usize,
+    /// Whether the block has a witness commitment, so the coinbase carries the reserved value.
+    witness: bool,
+}
+
+impl CoinbaseSplit {
+    /// Builds the coinbase for `template` paying its whole value to the configured script.
+    ///
+    /// # Errors
+    /// When the scriptSig would exceed 100 bytes or the extranonce length is out of range.
+    pub fn build(template: &Template, config: &CoinbaseConfig, extranonce_len: usize) -> Result<Self, CoinbaseError> {
+        let outputs = [(config.payout_script.clone(), template.coinbase_value)];
+        Self::with_outputs(template, &config.tag, &outputs, extranonce_len)
+    }
+
+    /// Builds the coinbase with explicit outputs (a pool's outputs, in pool mode).
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub fn with_outputs(
+        template: &Template,
+        tag: &[u8],
+        outputs: &[(ScriptBuf, Amount)],
+        extranonce_len: usize,
+    ) -> Result<Self, CoinbaseError> {
+        if extranonce_len == 0 || extranonce_len > MAX_EXTRANONCE_LEN {
+            return Err(CoinbaseError::ExtranonceLen(extranonce_len));
+        }
+        let mut script = Builder::new().push_int(i64::from(template.height));
+        if !tag.is_empty() {
+            let tag = PushBytesBuf::try_from(tag.to_vec())
+                .map_err(|_| CoinbaseError::ScriptSigTooLong { len: tag.len() })?;
+            script = script.push_slice(tag);
+        }
+        let head = script.into_bytes();
+        // A push opcode for the extranonce keeps the scriptSig a well-formed script.
+        let script_sig_len = head.len() + 1 + extranonce_len;
+        if script_sig_len > MAX_SCRIPT_SIG_LEN {
+            return Err(CoinbaseError::ScriptSigTooLong { len: script_sig_len });
+        }
+
+        let mut prefix = Vec::with_capacity(42 + head.len() + 1);
+        prefix.extend_from_slice(&1i32.to_le_bytes()); // version 1: no relative locktime semantics needed
+        prefix.push(1); // one input
+        prefix.extend_from_slice(&[0u8; 32]);
+        prefix.extend_from_slice(&u32::MAX.to_le_bytes());
+        VarInt::from(script_sig_len)
+            .consensus_encode(&mut prefix)
+            .expect("writing to a Vec cannot fail");
+        prefix.extend_from_slice(&head);
+        prefix.push(u8::try_from(extranonce_len).expect("checked <= 32 above"));
+
+        let mut suffix = Vec::with_capacity(64);
+        suffix.extend_from_slice(&u32::MAX.to_le_bytes()); // sequence
+        let commitment = template.witness_commitment.as_ref();
+        let n_out = outputs.len() + usize::from(commitment.is_some());
+        VarInt::from(n_out)
+            .consensus_encode(&mut suffix)
+            .expect("writing to a Vec cannot fail");
+        for (script, value) in outputs {
+            write_output(&mut suffix, *value, script);
+        }
+        if let Some(c) = commitment {
+            write_output(&mut suffix, Amount::ZERO, c);
+        }
+        suffix.extend_from_slice(&0u32.to_le_bytes()); // locktime
+
+        Ok(CoinbaseSplit { prefix, suffix, extranonce_len, witness: commitment.is_some() })
+    }
+
+    /// The bytes before the extranonce (Stratum V1 `coinb1`).
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The bytes after the extranonce (Stratum V1 `coinb2`).
+    pub fn suffix(&self) -> &[u8] {
+        &self.suffix
+    }
+
+    /// Bytes of extranonce space, proxy and miner parts together.
+    pub fn extranonce_len(&self) -> usize {
+        self.extranonce_len
+    }
+
+    /// Size as written in a block.
+    pub fn serialized_len(&self) -> usize {
+        self.prefix.len() + self.extranonce_len + self.suffix.len() + if self.witness { 36 } else { 0 }
+    }
+
+    /// The coinbase txid for a filled-in extranonce, hashed in place without a copy.
+    ///
+    /// `extranonce` parts are concatenated; their total length must be `extranonce_len`.
+    pub fn txid(&self, extranonce: &[&[u8]]) -> Txid {
+        let mut engine = sha256d::Hash::engine();
+        engine.input(&self.prefix);
+        for part in extranonce {
+            engine.input(part);
+        }
+        engine.input(&self.suffix);
+        Txid::from_raw_hash(sha256d::Hash::from_engine(engine))
+    }
+
+    /// Writes the coinbase as it goes in a block: with the BIP141 witness reserved value when
+    /// the block has a witness commitment.
+    pub fn write_for_block(&self, extranonce: &[u8], out: &mut Vec<u8>) {
+        debug_assert_eq!(extranonce.len(), self.extranonce_len);
+        if !self.witness {
+            out.extend_from_slice(&self.prefix);
+            out.extend_from_slice(extranonce);
+            out.extend_from_slice(&self.suffix);
+            return;
+        }
+        let (version, inputs) = self.prefix.split_at(4);
+        let (outputs, locktime) = self.suffix.split_at(self.suffix.len() - 4);
+        out.extend_from_slice(version);
+        out.extend_from_slice(&[0x00, 0x01]); // segwit marker and flag
+        out.extend_from_slice(inputs);
+        out.extend_from_slice(extranonce);
+        out.extend_from_slice(outputs);
+        out.extend_from_slice(&[0x01, 0x20]); // one witness item of 32 bytes
+        out.extend_from_slice(&[0u8; 32]); // the witness reserved value
+        out.extend_from_slice(locktime);
+    }
+}
+
+fn write_output(out: &mut Vec<u8>, value: Amount, script: &ScriptBuf) {
+    out.extend_from_slice(&value.to_sat().to_le_bytes());
+    VarInt::from(script.len())
+        .consensus_encode(out)
+        .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(script.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{TemplateId, TemplateKind};
+    use bitcoin::consensus::deserialize;
+    use bitcoin::{BlockHash, CompactTarget, Network, Transaction};
+    use std::sync::Arc;
+
+    fn template(height: u32, commitment: bool) -> Template {
+        Template {
+            id: TemplateId::new(1),
+            kind: TemplateKind::Full,
+            network: Network::Regtest,
+            height,
+            prev_hash: BlockHash::all_zeros(),
+            version: 0x2000_0000,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            min_time: 0,
+            cur_time: 0,
+            coinbase_value: Amount::from_sat(5_000_000_000),
+            witness_commitment: commitment.then(|| {
+                ScriptBuf::from_bytes(hex::decode("6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9").unwrap())
+            }),
+            txs: Arc::new(vec![]),
+            merkle_path: vec![],
+        }
+    }
+
+    fn config() -> CoinbaseConfig {
+        CoinbaseConfig {
+            payout_script: ScriptBuf::from_bytes(vec![0x00, 0x14].into_iter().chain([7u8; 20]).collect()),
+            tag: b"/jd-proxy/".to_vec(),
+        }
+    }
+
+    #[test]
+    fn split_decodes_as_a_coinbase_with_bip34_height() {
+        for (height, commitment) in [(1u32, false), (16, true), (17, true), (840_000, true)] {
+            let split = CoinbaseSplit::build(&template(height, commitment), &config(), 8).unwrap();
+            let en = [0xab; 8];
+            let mut raw = Vec::new();
+            split.write_for_block(&en, &mut raw);
+            let tx: Transaction = deserialize(&raw).expect("valid transaction");
+            assert!(tx.is_coinbase());
+            assert_eq!(tx.output[0].value, Amount::from_sat(5_000_000_000));
+            assert_eq!(tx.output.len(), 1 + usize::from(commitment));
+            assert_eq!(tx.input[0].witness.len(), usize::from(commitment));
+            // BIP34: the scriptSig starts with the height as Core encodes it.
+            let expected_head = Builder::new().push_int(i64::from(height)).into_bytes();
+            assert!(tx.input[0].script_sig.as_bytes().starts_with(&expected_head));
+            assert!(tx.input[0].script_sig.as_bytes().ends_with(&en));
+            // The txid (non-witness) is the one a miner computes from coinb1|en|coinb2.
+            assert_eq!(split.txid(&[&en[..4], &en[4..]]), tx.compute_txid());
+            assert_eq!(split.serialized_len(), raw.len());
+        }
+    }
+
+    #[test]
+    fn default_coinbase_is_small() {
+        let split = CoinbaseSplit::build(&template(900_000, true), &config(), 8).unwrap();
+        assert!(split.prefix().len() + 8 + split.suffix().len() < 160);
+    }
+
+    #[test]
+    fn long_tag_is_refused() {
+        let mut c = config();
+        c.tag = vec![b'x'; 90];
+        assert!(matches!(
+            CoinbaseSplit::build(&template(1000, false), &c, 8),
+            Err(CoinbaseError::ScriptSigTooLong { .. })
+        ));
+        assert_eq!(CoinbaseSplit::build(&template(1000, false), &config(), 0), Err(CoinbaseError::ExtranonceLen(0)));
+    }
+}
