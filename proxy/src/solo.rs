@@ -76,6 +76,11 @@ async fn submit_one(block: FoundBlock, rpc: &RpcClient, dir: &std::path::Path) {
                 info!(hash = %block.hash, height = block.height, "node already has the block (duplicate)");
                 return;
             }
+            // Valid, but a competing block at the same height reached the node first.
+            Ok(Some(reason)) if reason == "inconclusive" => {
+                warn!(hash = %block.hash, height = block.height, "node accepted the block but not as its tip (a competing block came first)");
+                return;
+            }
             Ok(Some(reason)) => {
                 error!(hash = %block.hash, height = block.height, %reason, file = %path.display(), "node REJECTED the block");
                 return;

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and integration tests against a real regtest Bitcoin Core.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh >/dev/null
+export JD_BITCOIN_BIN_DIR=${JD_BITCOIN_BIN_DIR:-$(scripts/bitcoin-core.sh | tail -n1)}
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
