@@ -13,8 +13,10 @@ use crate::node::BitcoinNode;
 /// A solo-mode config for a regtest node: listens on a free loopback port, pays `payout`,
 /// and starts miners at a difficulty a throttled CPU miner meets about once a second.
 pub fn solo_config(node: &BitcoinNode, payout: &bitcoin::Address, blocks_dir: &Path) -> RawConfig {
-    let mut raw = RawConfig::default();
-    raw.network = Some("regtest".into());
+    let mut raw = RawConfig {
+        network: Some("regtest".into()),
+        ..Default::default()
+    };
     raw.node.rpc_url = Some(node.rpc_url());
     raw.node.cookie_file = Some(node.cookie_file());
     raw.node.long_poll_secs = Some(5);
@@ -41,7 +43,9 @@ pub async fn start_proxy(raw: RawConfig) -> anyhow::Result<Proxy> {
 /// Logs to the test's captured output; once per process.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_test_writer()
         .try_init();
 }

@@ -18,7 +18,11 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 /// A CPU miner at this rate finds a share at the test difficulty about once a second.
 const HASHRATE: f64 = 25_000.0;
 
-fn miner(addr: std::net::SocketAddr, dialect: Dialect, shutdown: &CancellationToken) -> MinerHandle {
+fn miner(
+    addr: std::net::SocketAddr,
+    dialect: Dialect,
+    shutdown: &CancellationToken,
+) -> MinerHandle {
     let config = MinerConfig::new(addr, format!("farm.{dialect}"), dialect)
         .with_suggest_difficulty(5e-6)
         .with_max_hashrate(HASHRATE);
@@ -36,8 +40,12 @@ async fn blocks_above(node: &BitcoinNode, from: u64) -> anyhow::Result<Vec<bitco
     Ok(out)
 }
 
-async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, f).await.map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
+async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(
+    f: F,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
 }
 
 /// Outcomes 1 and 4: every dialect mines through the proxy; the node accepts the blocks; the
@@ -55,37 +63,74 @@ async fn every_dialect_mines_blocks_the_node_accepts() -> anyhow::Result<()> {
         let (start, _) = node.tip().await?;
 
         let shutdown = CancellationToken::new();
-        let miners: Vec<(Dialect, MinerHandle)> = Dialect::ALL.iter().map(|&d| (d, miner(proxy.local_addr(), d, &shutdown))).collect();
+        let miners: Vec<(Dialect, MinerHandle)> = Dialect::ALL
+            .iter()
+            .map(|&d| (d, miner(proxy.local_addr(), d, &shutdown)))
+            .collect();
         let all_found = wait_until(Duration::from_secs(90), || async {
-            miners.iter().all(|(_, m)| m.stats.snapshot().shares_accepted >= 2)
+            miners
+                .iter()
+                .all(|(_, m)| m.stats.snapshot().shares_accepted >= 2)
         })
         .await;
         let by_dialect: Vec<(String, u64, u64)> = miners
             .iter()
-            .map(|(d, m)| (d.to_string(), m.stats.snapshot().shares_accepted, m.stats.snapshot().shares_rejected))
+            .map(|(d, m)| {
+                (
+                    d.to_string(),
+                    m.stats.snapshot().shares_accepted,
+                    m.stats.snapshot().shares_rejected,
+                )
+            })
             .collect();
-        assert!(all_found, "every dialect gets shares accepted: {by_dialect:?}");
+        assert!(
+            all_found,
+            "every dialect gets shares accepted: {by_dialect:?}"
+        );
         shutdown.cancel();
         let stats = proxy.stats();
         proxy.shutdown().await;
 
         let blocks = blocks_above(&node, start).await?;
-        assert!(blocks.len() >= Dialect::ALL.len(), "node accepted {} blocks from the proxy", blocks.len());
+        assert!(
+            blocks.len() >= Dialect::ALL.len(),
+            "node accepted {} blocks from the proxy",
+            blocks.len()
+        );
         let mut rolled = 0;
         for block in &blocks {
             let coinbase = &block.txdata[0];
-            assert_eq!(coinbase.output[0].script_pubkey, *payout.script_pubkey(), "coinbase pays the configured address");
+            assert_eq!(
+                coinbase.output[0].script_pubkey,
+                *payout.script_pubkey(),
+                "coinbase pays the configured address"
+            );
             let script_sig = coinbase.input[0].script_sig.as_bytes();
-            assert!(script_sig.windows(15).any(|w| w == b"/jd-proxy-test/"), "coinbase carries the tag");
+            assert!(
+                script_sig.windows(15).any(|w| w == b"/jd-proxy-test/"),
+                "coinbase carries the tag"
+            );
             if block.header.version.to_consensus() as u32 & 0x1fff_e000 != 0 {
                 rolled += 1;
             }
         }
-        assert!(rolled > 0, "blocks from version-rolling miners (6-param submits) were accepted");
-        assert!(stats.blocks >= blocks.len() as u64, "proxy counted {} blocks, node has {}", stats.blocks, blocks.len());
+        assert!(
+            rolled > 0,
+            "blocks from version-rolling miners (6-param submits) were accepted"
+        );
+        assert!(
+            stats.blocks >= blocks.len() as u64,
+            "proxy counted {} blocks, node has {}",
+            stats.blocks,
+            blocks.len()
+        );
         // Every block found was also written to disk before it went to the node.
         let files = std::fs::read_dir(dir.path())?.count();
-        assert!(files as u64 >= stats.blocks, "{files} block files for {} blocks", stats.blocks);
+        assert!(
+            files as u64 >= stats.blocks,
+            "{files} block files for {} blocks",
+            stats.blocks
+        );
         Ok(())
     })
     .await
@@ -101,27 +146,52 @@ async fn mempool_transactions_are_mined() -> anyhow::Result<()> {
         let mut wallet = TestWallet::new();
         wallet.fund(&node, 120).await?;
         let dir = tempfile::tempdir()?;
-        let proxy = start_proxy(solo_config(&node, wallet.address(), dir.path())).await?;
+        // Paid through a descriptor this time: the node resolves it.
+        let mut raw = solo_config(&node, wallet.address(), dir.path());
+        raw.coinbase.payout_address = None;
+        raw.coinbase.payout_descriptor = Some(format!("wpkh({})", wallet.public_key()));
+        let proxy = start_proxy(raw).await?;
         let (start, _) = node.tip().await?;
 
         let fee = Amount::from_sat(2_000);
         let parent = wallet.send_self(&node, fee).await?;
-        let parent_out = wallet.utxos().iter().find(|u| u.outpoint.txid == parent).cloned().expect("parent output");
+        let parent_out = wallet
+            .utxos()
+            .iter()
+            .find(|u| u.outpoint.txid == parent)
+            .cloned()
+            .expect("parent output");
         let child = wallet
-            .send_with_inputs(&node, &[parent_out.outpoint], &[(wallet.script_pubkey().clone(), parent_out.value - fee)], fee)
+            .send_with_inputs(
+                &node,
+                &[parent_out.outpoint],
+                &[(wallet.script_pubkey().clone(), parent_out.value - fee)],
+                fee,
+            )
             .await?;
         let other = wallet.send_self(&node, fee).await?;
         let wanted: HashSet<Txid> = [parent, child, other].into();
         let mempool: Vec<Txid> = node.rpc_as("getrawmempool", json!([])).await?;
-        assert!(wanted.iter().all(|t| mempool.contains(t)), "all three in the mempool");
+        assert!(
+            wanted.iter().all(|t| mempool.contains(t)),
+            "all three in the mempool"
+        );
 
         let shutdown = CancellationToken::new();
-        let _miners: Vec<MinerHandle> = [Dialect::Cgminer, Dialect::Bitaxe].iter().map(|&d| miner(proxy.local_addr(), d, &shutdown)).collect();
+        let _miners: Vec<MinerHandle> = [Dialect::Cgminer, Dialect::Bitaxe]
+            .iter()
+            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
+            .collect();
         let mut mined = HashSet::new();
         let deadline = Instant::now() + Duration::from_secs(90);
         while mined.len() < wanted.len() && Instant::now() < deadline {
             for b in blocks_above(&node, start).await? {
-                mined.extend(b.txdata.iter().map(|t| t.compute_txid()).filter(|t| wanted.contains(t)));
+                mined.extend(
+                    b.txdata
+                        .iter()
+                        .map(|t| t.compute_txid())
+                        .filter(|t| wanted.contains(t)),
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -129,6 +199,13 @@ async fn mempool_transactions_are_mined() -> anyhow::Result<()> {
         shutdown.cancel();
         proxy.shutdown().await;
         assert!(done, "mined {} of the 3 mempool transactions", mined.len());
+        for block in blocks_above(&node, start).await? {
+            assert_eq!(
+                block.txdata[0].output[0].script_pubkey,
+                *wallet.script_pubkey(),
+                "descriptor payout"
+            );
+        }
         Ok(())
     })
     .await
@@ -204,7 +281,10 @@ struct RawClient {
 impl RawClient {
     async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
         let (r, w) = TcpStream::connect(addr).await?.into_split();
-        Ok(RawClient { reader: BufReader::new(r), writer: w })
+        Ok(RawClient {
+            reader: BufReader::new(r),
+            writer: w,
+        })
     }
 
     async fn send(&mut self, line: &str) -> anyhow::Result<()> {
@@ -215,7 +295,8 @@ impl RawClient {
 
     async fn recv(&mut self) -> anyhow::Result<Value> {
         let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line)).await??;
+        let n = tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
+            .await??;
         anyhow::ensure!(n > 0, "connection closed");
         Ok(serde_json::from_str(&line)?)
     }
@@ -348,9 +429,84 @@ async fn wrong_network_is_refused_at_start() -> anyhow::Result<()> {
         let mut raw = solo_config(&node, TestWallet::new().address(), dir.path());
         raw.network = Some("signet".into());
         raw.coinbase.payout_address = Some("tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx".into());
-        let err = start_proxy(raw).await.expect_err("a regtest node is refused for signet");
+        let err = start_proxy(raw)
+            .await
+            .expect_err("a regtest node is refused for signet");
         let msg = format!("{err:#}");
         assert!(msg.contains("regtest") && msg.contains("signet"), "{msg}");
+        Ok(())
+    })
+    .await
+}
+
+/// Limits: connections beyond the maximum are refused, a connection that says nothing is cut
+/// off after the first-message timeout, an idle one after the idle timeout, and freed slots
+/// serve new miners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_and_timeouts() -> anyhow::Result<()> {
+    with_timeout(async {
+        init_tracing();
+        let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
+        let wallet = TestWallet::new();
+        node.mine_to(110, wallet.address()).await?;
+        let dir = tempfile::tempdir()?;
+        let mut raw = solo_config(&node, wallet.address(), dir.path());
+        raw.stratum.max_connections = Some(2);
+        raw.stratum.first_message_timeout_secs = Some(1);
+        raw.stratum.idle_timeout_secs = Some(2);
+        raw.vardiff.initial_difficulty = Some(1000.0);
+        raw.vardiff.min_difficulty = Some(1000.0);
+        let proxy = start_proxy(raw).await?;
+        let addr = proxy.local_addr();
+
+        let mut silent = RawClient::connect(addr).await?;
+        let mut talker = RawClient::connect(addr).await?;
+        talker
+            .send(r#"{"id":1,"method":"mining.subscribe","params":[]}"#)
+            .await?;
+        assert_eq!(talker.recv().await?["id"], 1);
+        let mut third = RawClient::connect(addr).await?;
+        let refused_at = Instant::now();
+        assert!(
+            third.closed_by_server().await,
+            "a connection beyond the maximum is refused"
+        );
+        assert!(
+            refused_at.elapsed() < Duration::from_millis(900),
+            "refused at once, not by a timeout"
+        );
+        assert!(
+            wait_until(Duration::from_secs(2), || async {
+                proxy.stats().connections_refused == 1
+            })
+            .await
+        );
+
+        let t = Instant::now();
+        assert!(silent.closed_by_server().await, "silent connection cut off");
+        assert!(
+            t.elapsed() >= Duration::from_millis(500),
+            "after the first-message timeout, not before"
+        );
+        assert!(talker.closed_by_server().await, "idle connection cut off");
+
+        // Slots are free again.
+        assert!(
+            wait_until(Duration::from_secs(2), || async {
+                proxy.stats().connections == 0
+            })
+            .await
+        );
+        let mut again = RawClient::connect(addr).await?;
+        again
+            .send(r#"{"id":7,"method":"mining.subscribe","params":[]}"#)
+            .await?;
+        assert_eq!(
+            again.recv().await?["id"],
+            7,
+            "a freed slot serves a new miner"
+        );
+        proxy.shutdown().await;
         Ok(())
     })
     .await

@@ -70,13 +70,22 @@ impl Proxy {
 
         let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
         let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
-        let chain = source.check_node().await.with_context(|| format!("node at {}", config.node.rpc_url))?;
+        let chain = source
+            .check_node()
+            .await
+            .with_context(|| format!("node at {}", config.node.rpc_url))?;
         info!(chain = %chain.chain, height = chain.blocks, "node ready");
 
         let payout_script = resolve_payout(&rpc, &config).await?;
-        let coinbase = CoinbaseConfig { payout_script, tag: config.coinbase_tag.clone() };
+        let coinbase = CoinbaseConfig {
+            payout_script,
+            tag: config.coinbase_tag.clone(),
+        };
 
-        let templates = source.spawn(&tracker, shutdown.clone()).await.context("first block template")?;
+        let templates = source
+            .spawn(&tracker, shutdown.clone())
+            .await
+            .context("first block template")?;
         let mut factory = JobFactory::new(coinbase, config.sv1.layout);
         let first = factory
             .make(templates.borrow().clone(), None)
@@ -85,7 +94,12 @@ impl Proxy {
         tracker.spawn(factory.run(templates, jobs_tx, shutdown.clone()));
 
         let (blocks, found) = BlockSink::new();
-        tracker.spawn(solo::run_submitter(found, rpc, config.blocks_dir.clone(), tracker.clone()));
+        tracker.spawn(solo::run_submitter(
+            found,
+            rpc,
+            config.blocks_dir.clone(),
+            tracker.clone(),
+        ));
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -98,10 +112,22 @@ impl Proxy {
             blocks,
             stats: stats.clone(),
         });
-        tracker.spawn(sv1::server::serve(listener, shared, jobs.clone(), tracker.clone(), shutdown.clone()));
+        tracker.spawn(sv1::server::serve(
+            listener,
+            shared,
+            jobs.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
         tracker.spawn(log_status(stats.clone(), shutdown.clone()));
         info!(listen = %local_addr, network = %config.network, "jd-proxy serving Stratum V1 miners (solo mode)");
-        Ok(Proxy { local_addr, stats, jobs, shutdown, tracker })
+        Ok(Proxy {
+            local_addr,
+            stats,
+            jobs,
+            shutdown,
+            tracker,
+        })
     }
 
     /// The address miners connect to.
@@ -123,7 +149,10 @@ impl Proxy {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(DRAIN_DEADLINE, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_DEADLINE, self.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("shutdown deadline passed with tasks still running");
         }
     }
@@ -133,7 +162,10 @@ impl Proxy {
 ///
 /// # Errors
 /// As [`Proxy::start`].
-pub async fn run(config: Config, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let proxy = Proxy::start(config).await?;
     signal.await;
     info!("shutting down");
@@ -149,15 +181,22 @@ async fn resolve_payout(rpc: &RpcClient, config: &Config) -> anyhow::Result<Scri
             let with_checksum = if d.contains('#') {
                 d.clone()
             } else {
-                let info: serde_json::Value = rpc.call("getdescriptorinfo", json!([d])).await.context("coinbase.payout_descriptor")?;
-                let sum = info["checksum"].as_str().context("coinbase.payout_descriptor: node gave no checksum")?;
+                let info: serde_json::Value = rpc
+                    .call("getdescriptorinfo", json!([d]))
+                    .await
+                    .context("coinbase.payout_descriptor")?;
+                let sum = info["checksum"]
+                    .as_str()
+                    .context("coinbase.payout_descriptor: node gave no checksum")?;
                 format!("{d}#{sum}")
             };
             let addrs: Vec<String> = rpc
                 .call("deriveaddresses", json!([with_checksum]))
                 .await
                 .context("coinbase.payout_descriptor must be a single, non-ranged output")?;
-            let first = addrs.first().context("coinbase.payout_descriptor derives no address")?;
+            let first = addrs
+                .first()
+                .context("coinbase.payout_descriptor derives no address")?;
             let addr = bitcoin::Address::from_str(first)?.require_network(config.network)?;
             Ok(addr.script_pubkey())
         }
@@ -175,6 +214,12 @@ async fn log_status(stats: Arc<Stats>, shutdown: CancellationToken) {
         }
         let s = stats.snapshot();
         let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
-        info!(connections = s.connections, accepted = s.accepted, rejected, blocks = s.blocks, "status");
+        info!(
+            connections = s.connections,
+            accepted = s.accepted,
+            rejected,
+            blocks = s.blocks,
+            "status"
+        );
     }
 }

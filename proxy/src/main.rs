@@ -85,7 +85,9 @@ async fn stop_signal() {
 fn main() -> ExitCode {
     let mut args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let check_only = args.check_config;
     let mut raw = match args.config.take() {

@@ -46,7 +46,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Rejected shares for one reason.
     pub fn rejected_for(&self, reason: Reject) -> u64 {
-        self.rejected.iter().find(|(r, _)| *r == reason.as_str()).map_or(0, |(_, n)| *n)
+        self.rejected
+            .iter()
+            .find(|(r, _)| *r == reason.as_str())
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -66,7 +69,8 @@ impl Stats {
     }
     pub fn share_accepted(&self, difficulty: f64) {
         self.accepted.fetch_add(1, Relaxed);
-        self.accepted_work_micro.fetch_add((difficulty * 1e6) as u64, Relaxed);
+        self.accepted_work_micro
+            .fetch_add((difficulty * 1e6) as u64, Relaxed);
     }
     pub fn share_rejected(&self, reason: Reject) {
         if let Some(i) = REASONS.iter().position(|r| *r == reason) {
@@ -84,7 +88,11 @@ impl Stats {
             connections_refused: self.connections_refused.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             accepted_work: self.accepted_work_micro.load(Relaxed) as f64 / 1e6,
-            rejected: REASONS.iter().zip(&self.rejected).map(|(r, n)| (r.as_str(), n.load(Relaxed))).collect(),
+            rejected: REASONS
+                .iter()
+                .zip(&self.rejected)
+                .map(|(r, n)| (r.as_str(), n.load(Relaxed)))
+                .collect(),
             blocks: self.blocks.load(Relaxed),
         }
     }

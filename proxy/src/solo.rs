@@ -48,7 +48,12 @@ const SUBMIT_ATTEMPTS: u32 = 10;
 
 /// Submits every block that arrives; runs until every sink is dropped, so blocks found
 /// during shutdown still go out.
-pub async fn run_submitter(mut blocks: mpsc::UnboundedReceiver<FoundBlock>, rpc: RpcClient, dir: PathBuf, tracker: TaskTracker) {
+pub async fn run_submitter(
+    mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
+    rpc: RpcClient,
+    dir: PathBuf,
+    tracker: TaskTracker,
+) {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         error!(dir = %dir.display(), error = %e, "cannot create the blocks directory; blocks go to the node only");
     }

@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::node::core_chain_name;
 use crate::node::gbt::BlockTemplateReply;
 use crate::node::rpc::{RpcClient, RpcError, RPC_METHOD_NOT_FOUND};
-use crate::node::core_chain_name;
-use crate::template::{Template, TemplateId, TemplateKind};
+use crate::template::{NextBlock, Template, TemplateId, TemplateKind};
 
 /// How the source watches the node.
 #[derive(Debug, Clone)]
@@ -38,6 +38,8 @@ pub struct TemplateSourceConfig {
     pub poll_interval: Duration,
     /// A fresh full template at least this often, even when the node's long poll is quiet.
     pub refresh_interval: Duration,
+    /// The node's ZMQ `hashblock` publisher (`-zmqpubhashblock`), e.g. `tcp://127.0.0.1:28332`.
+    pub zmq_hashblock: Option<String>,
 }
 
 impl Default for TemplateSourceConfig {
@@ -47,6 +49,7 @@ impl Default for TemplateSourceConfig {
             long_poll: Duration::from_secs(20),
             poll_interval: Duration::from_millis(500),
             refresh_interval: Duration::from_secs(30),
+            zmq_hashblock: None,
         }
     }
 }
@@ -83,14 +86,16 @@ pub struct TemplateSource {
     ids: Arc<AtomicU64>,
 }
 
+/// What the watchers tell the publisher.
 #[derive(Debug)]
-enum Update {
+pub(crate) enum Update {
     Tip { hash: BlockHash, header: HeaderInfo },
     Full(Template),
 }
 
+/// The fields of `getblockheader` a new tip needs.
 #[derive(Debug, Clone, Deserialize)]
-struct HeaderInfo {
+pub(crate) struct HeaderInfo {
     height: u32,
     bits: String,
     #[serde(rename = "mediantime")]
@@ -100,7 +105,11 @@ struct HeaderInfo {
 impl TemplateSource {
     /// A source over `rpc`; call [`check_node`](Self::check_node) then [`spawn`](Self::spawn).
     pub fn new(rpc: RpcClient, config: TemplateSourceConfig) -> Self {
-        TemplateSource { rpc, config, ids: Arc::new(AtomicU64::new(1)) }
+        TemplateSource {
+            rpc,
+            config,
+            ids: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     /// The RPC client, for block submission.
@@ -116,10 +125,16 @@ impl TemplateSource {
         let info: ChainInfo = self.rpc.call("getblockchaininfo", json!([])).await?;
         let expected = core_chain_name(self.config.network);
         if info.chain != expected {
-            return Err(StartError::WrongNetwork { expected: expected.into(), actual: info.chain });
+            return Err(StartError::WrongNetwork {
+                expected: expected.into(),
+                actual: info.chain,
+            });
         }
         if info.initial_block_download {
-            return Err(StartError::InitialBlockDownload { blocks: info.blocks, headers: info.headers });
+            return Err(StartError::InitialBlockDownload {
+                blocks: info.blocks,
+                headers: info.headers,
+            });
         }
         Ok(info)
     }
@@ -132,8 +147,12 @@ impl TemplateSource {
     ///
     /// # Errors
     /// When the node cannot be asked or its reply does not decode.
-    pub async fn fetch_template(&self, longpoll_id: Option<&str>) -> Result<(Template, Option<String>), RpcError> {
-        let mut request = json!({"rules": ["segwit"], "capabilities": ["longpoll", "coinbasevalue"]});
+    pub async fn fetch_template(
+        &self,
+        longpoll_id: Option<&str>,
+    ) -> Result<(Template, Option<String>), RpcError> {
+        let mut request =
+            json!({"rules": ["segwit"], "capabilities": ["longpoll", "coinbasevalue"]});
         if matches!(self.config.network, Network::Signet) {
             request["rules"] = json!(["segwit", "signet"]);
         }
@@ -145,11 +164,17 @@ impl TemplateSource {
             }
             None => Duration::from_secs(30),
         };
-        let reply: BlockTemplateReply = self.rpc.call_with_timeout("getblocktemplate", json!([request]), timeout).await?;
+        let reply: BlockTemplateReply = self
+            .rpc
+            .call_with_timeout("getblocktemplate", json!([request]), timeout)
+            .await?;
         let next_poll = reply.longpoll_id.clone();
         let template = reply
             .into_template(self.next_id(), self.config.network)
-            .map_err(|e| RpcError::BadReply { method: "getblocktemplate".into(), detail: e.to_string() })?;
+            .map_err(|e| RpcError::BadReply {
+                method: "getblocktemplate".into(),
+                detail: e.to_string(),
+            })?;
         Ok((template, next_poll))
     }
 
@@ -170,7 +195,20 @@ impl TemplateSource {
         let (tx, rx) = watch::channel(Arc::new(first));
         let (updates_tx, updates_rx) = mpsc::channel(16);
         tracker.spawn(publish(self.clone(), updates_rx, tx, shutdown.clone()));
-        tracker.spawn(watch_templates(self.clone(), longpoll_id, updates_tx.clone(), shutdown.clone()));
+        tracker.spawn(watch_templates(
+            self.clone(),
+            longpoll_id,
+            updates_tx.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(endpoint) = self.config.zmq_hashblock.clone() {
+            tracker.spawn(crate::node::zmq::watch_hashblock(
+                endpoint,
+                self.rpc.clone(),
+                updates_tx.clone(),
+                shutdown.clone(),
+            ));
+        }
         tracker.spawn(watch_tip(self, tip, updates_tx, shutdown));
         Ok(rx)
     }
@@ -178,7 +216,12 @@ impl TemplateSource {
     /// Builds the coinbase-only template for a fresh tip, when its bits can be known without
     /// the node: not at a retarget boundary, and not on testnets whose min-difficulty rule
     /// depends on time.
-    fn empty_on_tip(&self, hash: BlockHash, header: &HeaderInfo, last: &Template) -> Option<Template> {
+    fn empty_on_tip(
+        &self,
+        hash: BlockHash,
+        header: &HeaderInfo,
+        last: &Template,
+    ) -> Option<Template> {
         let height = header.height.checked_add(1)?;
         let fixed_bits = match self.config.network {
             Network::Regtest => true,
@@ -189,17 +232,21 @@ impl TemplateSource {
             return None;
         }
         let bits = u32::from_str_radix(&header.bits, 16).ok()?;
-        let now = u32::try_from(SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
+        let now =
+            u32::try_from(SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
         // Version bits signal deployments; the last template's choice stays right for the next block.
         let version = last.version;
+        let next = NextBlock {
+            prev_hash: hash,
+            height,
+            bits: CompactTarget::from_consensus(bits),
+            min_time: header.median_time.saturating_add(1),
+        };
         Some(Template::empty_on_tip(
             self.next_id(),
             self.config.network,
-            hash,
-            height,
+            &next,
             version,
-            CompactTarget::from_consensus(bits),
-            header.median_time.saturating_add(1),
             now,
         ))
     }
@@ -227,7 +274,9 @@ async fn publish(
                         info!(height = t.height, prev = %hash, "new tip: miners switched to an empty job while the node builds its template");
                         out.send_replace(Arc::new(t));
                     }
-                    None => debug!(%hash, "new tip: waiting for the node's template (bits not known ahead)"),
+                    None => {
+                        debug!(%hash, "new tip: waiting for the node's template (bits not known ahead)")
+                    }
                 }
             }
             Update::Full(t) => {
@@ -294,7 +343,12 @@ struct TipReply {
 }
 
 /// Learns of new tips as soon as the node does.
-async fn watch_tip(source: TemplateSource, mut tip: BlockHash, updates: mpsc::Sender<Update>, shutdown: CancellationToken) {
+async fn watch_tip(
+    source: TemplateSource,
+    mut tip: BlockHash,
+    updates: mpsc::Sender<Update>,
+    shutdown: CancellationToken,
+) {
     let rpc = source.rpc.clone();
     let mut can_wait = true;
     let mut with_current_tip = true;
@@ -305,10 +359,18 @@ async fn watch_tip(source: TemplateSource, mut tip: BlockHash, updates: mpsc::Se
                 tokio::time::sleep(source.config.poll_interval).await;
                 return rpc.call::<BlockHash>("getbestblockhash", json!([])).await;
             }
-            let params = if with_current_tip { json!([wait_ms, tip.to_string()]) } else { json!([wait_ms]) };
-            rpc.call_with_timeout::<TipReply>("waitfornewblock", params, source.config.long_poll + Duration::from_secs(10))
-                .await
-                .map(|r| r.hash)
+            let params = if with_current_tip {
+                json!([wait_ms, tip.to_string()])
+            } else {
+                json!([wait_ms])
+            };
+            rpc.call_with_timeout::<TipReply>(
+                "waitfornewblock",
+                params,
+                source.config.long_poll + Duration::from_secs(10),
+            )
+            .await
+            .map(|r| r.hash)
         };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -317,7 +379,10 @@ async fn watch_tip(source: TemplateSource, mut tip: BlockHash, updates: mpsc::Se
         let hash = match result {
             Ok(h) => h,
             Err(e) if e.node_code() == Some(RPC_METHOD_NOT_FOUND) => {
-                warn!("node has no waitfornewblock; polling getbestblockhash every {:?}", source.config.poll_interval);
+                warn!(
+                    "node has no waitfornewblock; polling getbestblockhash every {:?}",
+                    source.config.poll_interval
+                );
                 can_wait = false;
                 continue;
             }
@@ -342,13 +407,26 @@ async fn watch_tip(source: TemplateSource, mut tip: BlockHash, updates: mpsc::Se
             continue;
         }
         tip = hash;
-        match rpc.call::<HeaderInfo>("getblockheader", json!([hash.to_string(), true])).await {
-            Ok(header) => {
-                if updates.send(Update::Tip { hash, header }).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => warn!(error = %e, %hash, "cannot read the new tip's header"),
+        if !report_tip(&rpc, hash, &updates).await {
+            return;
+        }
+    }
+}
+
+/// Reads a new tip's header and hands it to the publisher; `false` once the publisher is gone.
+pub(crate) async fn report_tip(
+    rpc: &RpcClient,
+    hash: BlockHash,
+    updates: &mpsc::Sender<Update>,
+) -> bool {
+    match rpc
+        .call::<HeaderInfo>("getblockheader", json!([hash.to_string(), true]))
+        .await
+    {
+        Ok(header) => updates.send(Update::Tip { hash, header }).await.is_ok(),
+        Err(e) => {
+            warn!(error = %e, %hash, "cannot read the new tip's header");
+            true
         }
     }
 }

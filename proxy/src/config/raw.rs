@@ -32,6 +32,7 @@ pub struct RawNode {
     pub long_poll_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
     pub template_refresh_secs: Option<u64>,
+    pub zmq_hashblock: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,7 +27,10 @@ impl ExtranonceLayout {
     pub fn new(extranonce1_len: u8, extranonce2_len: u8) -> Result<Self, LayoutError> {
         let ok = |n: u8| (1..=MAX_PART_LEN).contains(&n);
         if ok(extranonce1_len) && ok(extranonce2_len) {
-            Ok(ExtranonceLayout { extranonce1_len, extranonce2_len })
+            Ok(ExtranonceLayout {
+                extranonce1_len,
+                extranonce2_len,
+            })
         } else {
             Err(LayoutError(extranonce1_len, extranonce2_len))
         }
@@ -81,7 +84,10 @@ pub struct Extranonce1Allocator {
 
 impl Extranonce1Allocator {
     pub fn new(layout: ExtranonceLayout) -> Self {
-        Extranonce1Allocator { layout, next: AtomicU64::new(1) }
+        Extranonce1Allocator {
+            layout,
+            next: AtomicU64::new(1),
+        }
     }
 
     pub fn layout(&self) -> ExtranonceLayout {

@@ -23,14 +23,22 @@ pub struct JobFactory {
 
 impl JobFactory {
     pub fn new(coinbase: CoinbaseConfig, layout: ExtranonceLayout) -> Self {
-        JobFactory { coinbase, layout, next_id: 1 }
+        JobFactory {
+            coinbase,
+            layout,
+            next_id: 1,
+        }
     }
 
     /// The job for `template`; `previous` decides whether it is clean.
     ///
     /// # Errors
     /// When the coinbase cannot be built.
-    pub fn make(&mut self, template: Arc<Template>, previous: Option<&Job>) -> Result<Job, template_provider::CoinbaseError> {
+    pub fn make(
+        &mut self,
+        template: Arc<Template>,
+        previous: Option<&Job>,
+    ) -> Result<Job, template_provider::CoinbaseError> {
         let clean = previous.is_none_or(|p| p.prev_hash() != template.prev_hash);
         let id = JobId::new(self.next_id);
         self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -58,7 +66,9 @@ impl JobFactory {
                     }
                     jobs.send_replace(Arc::new(job));
                 }
-                Err(e) => error!(error = %e, "cannot build a job from the template; miners keep the previous job"),
+                Err(e) => {
+                    error!(error = %e, "cannot build a job from the template; miners keep the previous job")
+                }
             }
         }
     }

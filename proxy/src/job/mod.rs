@@ -63,8 +63,18 @@ impl Job {
         clean: bool,
     ) -> Result<Job, CoinbaseError> {
         let coinbase = CoinbaseSplit::build(&template, coinbase_config, layout.total_len())?;
-        let notify = [false, true].map(|c| notify_line(id, &template, &coinbase, c).into_bytes().into_boxed_slice());
-        Ok(Job { id, template, coinbase, clean, notify })
+        let notify = [false, true].map(|c| {
+            notify_line(id, &template, &coinbase, c)
+                .into_bytes()
+                .into_boxed_slice()
+        });
+        Ok(Job {
+            id,
+            template,
+            coinbase,
+            clean,
+            notify,
+        })
     }
 
     /// The `mining.notify` line; `clean` forces the clean-jobs flag (a miner's first job, or
@@ -79,7 +89,13 @@ impl Job {
     }
 
     /// The block header for a filled-in coinbase.
-    pub fn header(&self, coinbase_txid: Txid, version: i32, ntime: u32, nonce: u32) -> block::Header {
+    pub fn header(
+        &self,
+        coinbase_txid: Txid,
+        version: i32,
+        ntime: u32,
+        nonce: u32,
+    ) -> block::Header {
         block::Header {
             version: block::Version::from_consensus(version),
             prev_blockhash: self.template.prev_hash,
@@ -108,7 +124,11 @@ pub fn sv1_prev_hash(hash: &BlockHash) -> String {
 }
 
 fn notify_line(id: JobId, t: &Template, coinbase: &CoinbaseSplit, clean: bool) -> String {
-    let branch: Vec<String> = t.merkle_path.iter().map(|n| hex::encode(n.as_byte_array())).collect();
+    let branch: Vec<String> = t
+        .merkle_path
+        .iter()
+        .map(|n| hex::encode(n.as_byte_array()))
+        .collect();
     let params = serde_json::json!([
         id.to_string(),
         sv1_prev_hash(&t.prev_hash),
@@ -120,7 +140,8 @@ fn notify_line(id: JobId, t: &Template, coinbase: &CoinbaseSplit, clean: bool) -
         format!("{:08x}", t.cur_time),
         clean,
     ]);
-    let mut line = serde_json::json!({"id": null, "method": "mining.notify", "params": params}).to_string();
+    let mut line =
+        serde_json::json!({"id": null, "method": "mining.notify", "params": params}).to_string();
     line.push('\n');
     line
 }

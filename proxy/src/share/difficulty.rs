@@ -40,7 +40,11 @@ impl Difficulty {
 
     /// The lower of two difficulties.
     pub fn min(self, other: Difficulty) -> Difficulty {
-        if other.0 < self.0 { other } else { self }
+        if other.0 < self.0 {
+            other
+        } else {
+            self
+        }
     }
 
     /// Keeps the difficulty within `[lo, hi]`.
@@ -51,7 +55,13 @@ impl Difficulty {
     /// Scales by a positive factor; results outside the f64 range saturate.
     pub fn scaled(self, factor: f64) -> Difficulty {
         let d = self.0 * factor;
-        if d.is_finite() && d > 0.0 { Difficulty(d) } else if d > 0.0 { Difficulty(f64::MAX) } else { Difficulty(f64::MIN_POSITIVE) }
+        if d.is_finite() && d > 0.0 {
+            Difficulty(d)
+        } else if d > 0.0 {
+            Difficulty(f64::MAX)
+        } else {
+            Difficulty(f64::MIN_POSITIVE)
+        }
     }
 
     /// The share target: `0xffff * 2^208 / difficulty`, saturating at `2^256 - 1`.
@@ -73,7 +83,11 @@ impl Difficulty {
         let shift = exp + 208;
         let mut out = [0u8; 32];
         if shift < 0 {
-            let m = if shift <= -64 { 0 } else { mantissa >> (-shift) };
+            let m = if shift <= -64 {
+                0
+            } else {
+                mantissa >> (-shift)
+            };
             out[24..].copy_from_slice(&m.max(1).to_be_bytes());
             return Target::from_be_bytes(out);
         }
@@ -114,19 +128,34 @@ mod tests {
 
     #[test]
     fn difficulty_one_is_the_classic_target() {
-        assert_eq!(hex(Difficulty::ONE.target()), format!("00000000ffff{}", "0".repeat(52)));
+        assert_eq!(
+            hex(Difficulty::ONE.target()),
+            format!("00000000ffff{}", "0".repeat(52))
+        );
     }
 
     #[test]
     fn target_scales_inversely() {
-        assert_eq!(hex(Difficulty::new(2.0).unwrap().target()), format!("000000007fff8{}", "0".repeat(51)));
-        assert_eq!(hex(Difficulty::new(0.5).unwrap().target()), format!("00000001fffe{}", "0".repeat(52)));
-        assert_eq!(hex(Difficulty::new(65536.0).unwrap().target()), format!("000000000000ffff{}", "0".repeat(48)));
+        assert_eq!(
+            hex(Difficulty::new(2.0).unwrap().target()),
+            format!("000000007fff8{}", "0".repeat(51))
+        );
+        assert_eq!(
+            hex(Difficulty::new(0.5).unwrap().target()),
+            format!("00000001fffe{}", "0".repeat(52))
+        );
+        assert_eq!(
+            hex(Difficulty::new(65536.0).unwrap().target()),
+            format!("000000000000ffff{}", "0".repeat(48))
+        );
     }
 
     #[test]
     fn tiny_difficulty_saturates_and_huge_stays_positive() {
-        assert_eq!(hex(Difficulty::new(1e-12).unwrap().target()), "f".repeat(64));
+        assert_eq!(
+            hex(Difficulty::new(1e-12).unwrap().target()),
+            "f".repeat(64)
+        );
         let t = Difficulty::new(1e30).unwrap().target();
         assert!(t > Target::ZERO);
         assert!(t < Difficulty::new(1e29).unwrap().target());

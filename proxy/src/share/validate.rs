@@ -103,7 +103,12 @@ pub struct ValidShare {
 /// # Errors
 /// The [`Reject`] reason; never [`Reject::UnknownJob`], [`Reject::StaleJob`] or
 /// [`Reject::Duplicate`], which the connection decides from its own history.
-pub fn check_share(job: &Job, extranonce1: &Extranonce1, share: &Submission<'_>, check: &ShareCheck) -> Result<ValidShare, Reject> {
+pub fn check_share(
+    job: &Job,
+    extranonce1: &Extranonce1,
+    share: &Submission<'_>,
+    check: &ShareCheck,
+) -> Result<ValidShare, Reject> {
     let en1 = extranonce1.as_bytes();
     if en1.len() + share.extranonce2.len() != job.coinbase.extranonce_len() {
         return Err(Reject::BadExtranonce2);
@@ -111,12 +116,17 @@ pub fn check_share(job: &Job, extranonce1: &Extranonce1, share: &Submission<'_>,
     let base_version = job.template.version as u32;
     let version = match share.version_bits {
         None => base_version,
-        Some(bits) if bits & !check.version_mask == 0 => (base_version & !check.version_mask) | bits,
+        Some(bits) if bits & !check.version_mask == 0 => {
+            (base_version & !check.version_mask) | bits
+        }
         // Some firmware sends the whole rolled version rather than just the bits.
         Some(full) if full & !check.version_mask == base_version & !check.version_mask => full,
         Some(_) => return Err(Reject::BadVersionBits),
     };
-    let max_time = check.now.saturating_add(check.max_future_secs).max(job.template.cur_time);
+    let max_time = check
+        .now
+        .saturating_add(check.max_future_secs)
+        .max(job.template.cur_time);
     if share.ntime < job.template.min_time || share.ntime > max_time {
         return Err(Reject::NtimeOutOfRange);
     }
@@ -127,7 +137,11 @@ pub fn check_share(job: &Job, extranonce1: &Extranonce1, share: &Submission<'_>,
         return Err(Reject::AboveTarget);
     }
     let is_block = job.template.network_target().is_met_by(hash);
-    Ok(ValidShare { header, hash, is_block })
+    Ok(ValidShare {
+        header,
+        hash,
+        is_block,
+    })
 }
 
 #[cfg(test)]
@@ -138,7 +152,10 @@ mod tests {
     use bitcoin::consensus::{deserialize, serialize};
     use bitcoin::hashes::Hash;
     use bitcoin::transaction::Version;
-    use bitcoin::{Amount, Block, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness, WitnessMerkleNode};
+    use bitcoin::{
+        Amount, Block, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
+        TxOut, Witness, WitnessMerkleNode,
+    };
     use template_provider::template::{merkle, TemplateTx};
     use template_provider::{CoinbaseConfig, Template, TemplateId, TemplateKind};
 
@@ -152,27 +169,42 @@ mod tests {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
             input: vec![TxIn {
-                previous_output: OutPoint { txid: bitcoin::Txid::from_byte_array([n; 32]), vout: 0 },
+                previous_output: OutPoint {
+                    txid: bitcoin::Txid::from_byte_array([n; 32]),
+                    vout: 0,
+                },
                 script_sig: ScriptBuf::new(),
                 sequence: Sequence::MAX,
                 witness: Witness::from_slice(&[vec![n; 71], vec![2; 33]]),
             }],
-            output: vec![TxOut { value: Amount::from_sat(1000), script_pubkey: ScriptBuf::from_bytes(vec![0x51]) }],
+            output: vec![TxOut {
+                value: Amount::from_sat(1000),
+                script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+            }],
         }
     }
 
     /// A regtest template with three segwit spends and the commitment Core would compute.
     fn template() -> Template {
         let txs: Vec<Transaction> = (1..=3).map(spend).collect();
-        let wtxids = std::iter::once(WitnessMerkleNode::all_zeros())
-            .chain(txs.iter().map(|t| WitnessMerkleNode::from_byte_array(t.compute_wtxid().to_byte_array())));
+        let wtxids =
+            std::iter::once(WitnessMerkleNode::all_zeros())
+                .chain(txs.iter().map(|t| {
+                    WitnessMerkleNode::from_byte_array(t.compute_wtxid().to_byte_array())
+                }));
         let witness_root = bitcoin::merkle_tree::calculate_root(wtxids).unwrap();
         let commitment = Block::compute_witness_commitment(&witness_root, &[0u8; 32]);
         let mut script = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
         script.extend_from_slice(commitment.as_byte_array());
         let template_txs: Vec<TemplateTx> = txs
             .iter()
-            .map(|t| TemplateTx { txid: t.compute_txid(), wtxid: t.compute_wtxid(), data: serialize(t), fee: Some(Amount::from_sat(100)), weight: t.weight().to_wu() })
+            .map(|t| TemplateTx {
+                txid: t.compute_txid(),
+                wtxid: t.compute_wtxid(),
+                data: serialize(t),
+                fee: Some(Amount::from_sat(100)),
+                weight: t.weight().to_wu(),
+            })
             .collect();
         Template {
             id: TemplateId::new(1),
@@ -193,42 +225,83 @@ mod tests {
 
     fn job() -> (Job, Extranonce1) {
         let layout = ExtranonceLayout::new(4, 4).unwrap();
-        let config = CoinbaseConfig { payout_script: ScriptBuf::from_bytes(vec![0x51]), tag: b"/t/".to_vec() };
+        let config = CoinbaseConfig {
+            payout_script: ScriptBuf::from_bytes(vec![0x51]),
+            tag: b"/t/".to_vec(),
+        };
         let job = Job::new(JobId::new(1), Arc::new(template()), &config, layout, true).unwrap();
         (job, Extranonce1Allocator::new(layout).allocate())
     }
 
     fn check(difficulty: f64) -> ShareCheck {
-        ShareCheck { version_mask: 0x1fff_e000, target: Difficulty::new(difficulty).unwrap().target(), now: 1_700_000_100, max_future_secs: 600 }
+        ShareCheck {
+            version_mask: 0x1fff_e000,
+            target: Difficulty::new(difficulty).unwrap().target(),
+            now: 1_700_000_100,
+            max_future_secs: 600,
+        }
     }
 
     fn share(nonce: u32) -> Submission<'static> {
-        Submission { extranonce2: &[0, 0, 0, 7], ntime: 1_700_000_100, nonce, version_bits: Some(0x0000_2000) }
+        Submission {
+            extranonce2: &[0, 0, 0, 7],
+            ntime: 1_700_000_100,
+            nonce,
+            version_bits: Some(0x0000_2000),
+        }
     }
 
     #[test]
     fn a_block_share_assembles_into_a_valid_block() {
         let (job, en1) = job();
         // Regtest: about every second nonce is a block.
-        let (nonce, valid) = (0..64).find_map(|n| check_share(&job, &en1, &share(n), &check(1e-12)).ok().filter(|v| v.is_block).map(|v| (n, v))).expect("a block within 64 nonces");
+        let (nonce, valid) = (0..64)
+            .find_map(|n| {
+                check_share(&job, &en1, &share(n), &check(1e-12))
+                    .ok()
+                    .filter(|v| v.is_block)
+                    .map(|v| (n, v))
+            })
+            .expect("a block within 64 nonces");
         assert_eq!(valid.header.nonce, nonce);
-        assert_eq!(valid.header.version.to_consensus(), 0x2000_2000, "rolled bit applied");
-        assert!(valid.header.validate_pow(job.template.network_target()).is_ok());
+        assert_eq!(
+            valid.header.version.to_consensus(),
+            0x2000_2000,
+            "rolled bit applied"
+        );
+        assert!(valid
+            .header
+            .validate_pow(job.template.network_target())
+            .is_ok());
         let mut en = en1.as_bytes().to_vec();
         en.extend_from_slice(&[0, 0, 0, 7]);
-        let raw = job.template.assemble_block(&valid.header, &job.coinbase, &en);
+        let raw = job
+            .template
+            .assemble_block(&valid.header, &job.coinbase, &en);
         let block: Block = deserialize(&raw).expect("a block that decodes");
         assert_eq!(block.block_hash(), valid.hash);
         assert_eq!(block.txdata.len(), 4);
-        assert!(block.check_merkle_root(), "merkle root from the branch matches the full tree");
-        assert!(block.check_witness_commitment(), "coinbase witness and commitment agree");
+        assert!(
+            block.check_merkle_root(),
+            "merkle root from the branch matches the full tree"
+        );
+        assert!(
+            block.check_witness_commitment(),
+            "coinbase witness and commitment agree"
+        );
         assert_eq!(block.bip34_block_height(), Ok(500));
     }
 
     #[test]
     fn shares_that_miss_the_network_target_are_shares_only() {
         let (job, en1) = job();
-        let v = (0..64).find_map(|n| check_share(&job, &en1, &share(n), &check(1e-12)).ok().filter(|v| !v.is_block)).expect("a non-block within 64 nonces");
+        let v = (0..64)
+            .find_map(|n| {
+                check_share(&job, &en1, &share(n), &check(1e-12))
+                    .ok()
+                    .filter(|v| !v.is_block)
+            })
+            .expect("a non-block within 64 nonces");
         assert!(!job.template.network_target().is_met_by(v.hash));
     }
 
@@ -236,18 +309,40 @@ mod tests {
     fn each_reject_reason() {
         let (job, en1) = job();
         let mut s = share(1);
-        assert_eq!(check_share(&job, &en1, &s, &check(1e12)).unwrap_err(), Reject::AboveTarget);
+        assert_eq!(
+            check_share(&job, &en1, &s, &check(1e12)).unwrap_err(),
+            Reject::AboveTarget
+        );
         s.version_bits = Some(0x0000_0001);
-        assert_eq!(check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(), Reject::BadVersionBits);
+        assert_eq!(
+            check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(),
+            Reject::BadVersionBits
+        );
         s.version_bits = Some(0x2000_4000); // the whole rolled version, as some firmware sends
-        assert_eq!(check_share(&job, &en1, &s, &check(1e-12)).unwrap().header.version.to_consensus(), 0x2000_4000);
+        assert_eq!(
+            check_share(&job, &en1, &s, &check(1e-12))
+                .unwrap()
+                .header
+                .version
+                .to_consensus(),
+            0x2000_4000
+        );
         s.version_bits = None;
         s.ntime = 1_699_999_999;
-        assert_eq!(check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(), Reject::NtimeOutOfRange);
+        assert_eq!(
+            check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(),
+            Reject::NtimeOutOfRange
+        );
         s.ntime = 1_700_000_100 + 601;
-        assert_eq!(check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(), Reject::NtimeOutOfRange);
+        assert_eq!(
+            check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(),
+            Reject::NtimeOutOfRange
+        );
         s.ntime = 1_700_000_100;
         s.extranonce2 = &[1, 2];
-        assert_eq!(check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(), Reject::BadExtranonce2);
+        assert_eq!(
+            check_share(&job, &en1, &s, &check(1e-12)).unwrap_err(),
+            Reject::BadExtranonce2
+        );
     }
 }

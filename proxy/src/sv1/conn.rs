@@ -32,7 +32,11 @@ const INITIAL_BUF: usize = 512;
 impl Connection {
     pub fn new(stream: TcpStream, max_line: usize) -> Self {
         let _ = stream.set_nodelay(true);
-        Connection { stream, buf: BytesMut::new(), max_line }
+        Connection {
+            stream,
+            buf: BytesMut::new(),
+            max_line,
+        }
     }
 
     /// Reads the next non-empty line, without its `\n` (and `\r`).

@@ -12,8 +12,8 @@ pub mod vardiff;
 
 use std::time::Duration;
 
-use crate::job::ExtranonceLayout;
 use self::vardiff::VardiffConfig;
+use crate::job::ExtranonceLayout;
 
 /// Settings of the miner-facing server.
 #[derive(Debug, Clone)]

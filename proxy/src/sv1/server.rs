@@ -57,7 +57,12 @@ pub async fn serve(
         };
         debug!(%peer, "connection accepted");
         shared.stats.connection_opened();
-        let session = Session::new(Connection::new(stream, shared.sv1.max_line_bytes), peer, shared.clone(), jobs.clone());
+        let session = Session::new(
+            Connection::new(stream, shared.sv1.max_line_bytes),
+            peer,
+            shared.clone(),
+            jobs.clone(),
+        );
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             session.run(shutdown).await;

@@ -56,7 +56,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(conn: Connection, peer: SocketAddr, shared: Arc<Shared>, jobs: watch::Receiver<Arc<Job>>) -> Self {
+    pub fn new(
+        conn: Connection,
+        peer: SocketAddr,
+        shared: Arc<Shared>,
+        jobs: watch::Receiver<Arc<Job>>,
+    ) -> Self {
         let extranonce1 = shared.extranonces.allocate();
         let vd = shared.sv1.vardiff;
         Session {
@@ -82,11 +87,19 @@ impl Session {
     /// Serves the miner until it leaves, misbehaves, or the proxy shuts down.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let cfg = self.shared.sv1.clone();
-        let mut tick = tokio::time::interval(cfg.vardiff.retarget_interval.max(std::time::Duration::from_millis(100)));
+        let mut tick = tokio::time::interval(
+            cfg.vardiff
+                .retarget_interval
+                .max(std::time::Duration::from_millis(100)),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut got_line = false;
         let reason: String = loop {
-            let read_timeout = if got_line { cfg.idle_timeout } else { cfg.first_message_timeout };
+            let read_timeout = if got_line {
+                cfg.idle_timeout
+            } else {
+                cfg.first_message_timeout
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break "proxy shutting down".into(),
                 read = tokio::time::timeout(read_timeout, self.conn.read_line()) => match read {
@@ -162,7 +175,12 @@ impl Session {
             Err(DecodeError::NoMethod) => return Ok(()),
             Err(DecodeError::BadParams { id, method, detail }) => {
                 debug!(peer = %self.peer, method, %detail, "bad params");
-                render::error(&mut self.out, &id, 20, &format!("invalid params for {method}"));
+                render::error(
+                    &mut self.out,
+                    &id,
+                    20,
+                    &format!("invalid params for {method}"),
+                );
                 return Ok(());
             }
             Err(DecodeError::NotJson(e)) => {
@@ -202,7 +220,9 @@ impl Session {
                             self.difficulty = d;
                         }
                     }
-                    Err(e) => debug!(peer = %self.peer, error = %e, "ignored difficulty suggestion"),
+                    Err(e) => {
+                        debug!(peer = %self.peer, error = %e, "ignored difficulty suggestion")
+                    }
                 }
             }
             Request::Submit(s) => {
@@ -219,7 +239,12 @@ impl Session {
             }
             Request::Unknown(method) => {
                 debug!(peer = %self.peer, %method, "unknown method");
-                render::error(&mut self.out, id, -32601, &format!("unsupported method {method}"));
+                render::error(
+                    &mut self.out,
+                    id,
+                    -32601,
+                    &format!("unsupported method {method}"),
+                );
             }
         }
         Ok(())
@@ -256,7 +281,11 @@ impl Session {
         for ext in c.unknown {
             result.insert(ext, false.into());
         }
-        render::ok(&mut self.out, id, &serde_json::Value::Object(result).to_string());
+        render::ok(
+            &mut self.out,
+            id,
+            &serde_json::Value::Object(result).to_string(),
+        );
     }
 
     /// Work goes out once the miner is both subscribed and authorized, so the subscribe reply
@@ -332,26 +361,39 @@ impl Session {
         }
         let job_id = JobId::parse(&s.job_id).ok_or(Reject::UnknownJob)?;
         let Some(index) = self.active.iter().rposition(|a| a.job.id == job_id) else {
-            return Err(if self.retired.contains(&job_id) { Reject::StaleJob } else { Reject::UnknownJob });
+            return Err(if self.retired.contains(&job_id) {
+                Reject::StaleJob
+            } else {
+                Reject::UnknownJob
+            });
         };
         let en2_len = self.shared.sv1.layout.extranonce2_len();
         let mut en2 = [0u8; 8];
-        codec::parse_extranonce2(&s.extranonce2, en2_len, &mut en2).map_err(|()| Reject::BadExtranonce2)?;
+        codec::parse_extranonce2(&s.extranonce2, en2_len, &mut en2)
+            .map_err(|_| Reject::BadExtranonce2)?;
         let ntime = codec::parse_hex_u32(&s.ntime).ok_or(Reject::Malformed)?;
         let nonce = codec::parse_hex_u32(&s.nonce).ok_or(Reject::Malformed)?;
         let version_bits = match &s.version_bits {
             Some(v) => Some(codec::parse_hex_u32(v).ok_or(Reject::Malformed)?),
             None => None,
         };
-        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let entry = &mut self.active[index];
         let check = ShareCheck {
             version_mask: self.version_mask.unwrap_or(0),
             target: entry.target,
             now: u32::try_from(unix_now).unwrap_or(u32::MAX),
-            max_future_secs: u32::try_from(self.shared.sv1.max_ntime_future.as_secs()).unwrap_or(u32::MAX),
+            max_future_secs: u32::try_from(self.shared.sv1.max_ntime_future.as_secs())
+                .unwrap_or(u32::MAX),
         };
-        let submission = Submission { extranonce2: &en2[..en2_len], ntime, nonce, version_bits };
+        let submission = Submission {
+            extranonce2: &en2[..en2_len],
+            ntime,
+            nonce,
+            version_bits,
+        };
         let valid = check_share(&entry.job, &self.extranonce1, &submission, &check)?;
         if !entry.seen.insert(valid.hash) {
             return Err(Reject::Duplicate);
@@ -363,7 +405,9 @@ impl Session {
             let mut extranonce = Vec::with_capacity(16);
             extranonce.extend_from_slice(self.extranonce1.as_bytes());
             extranonce.extend_from_slice(&en2[..en2_len]);
-            let block = job.template.assemble_block(&valid.header, &job.coinbase, &extranonce);
+            let block = job
+                .template
+                .assemble_block(&valid.header, &job.coinbase, &extranonce);
             info!(
                 hash = %valid.hash,
                 height = job.template.height,
@@ -380,7 +424,10 @@ impl Session {
                 worker: self.worker_name().to_owned(),
             });
         }
-        if let Some(d) = self.vardiff.on_share(now, share_difficulty, self.difficulty) {
+        if let Some(d) = self
+            .vardiff
+            .on_share(now, share_difficulty, self.difficulty)
+        {
             self.change_difficulty(d);
         }
         Ok(())

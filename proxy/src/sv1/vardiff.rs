@@ -39,7 +39,13 @@ pub struct Vardiff {
 
 impl Vardiff {
     pub fn new(config: VardiffConfig, now: Instant) -> Self {
-        Vardiff { config, floor: config.min, window_start: now, window_work: 0.0, window_shares: 0 }
+        Vardiff {
+            config,
+            floor: config.min,
+            window_start: now,
+            window_work: 0.0,
+            window_shares: 0,
+        }
     }
 
     /// The miner's own minimum (`minimum-difficulty`), never below the configured one.
@@ -60,7 +66,12 @@ impl Vardiff {
     }
 
     /// Records an accepted share at `difficulty`; returns a new difficulty when one is due.
-    pub fn on_share(&mut self, now: Instant, difficulty: Difficulty, current: Difficulty) -> Option<Difficulty> {
+    pub fn on_share(
+        &mut self,
+        now: Instant,
+        difficulty: Difficulty,
+        current: Difficulty,
+    ) -> Option<Difficulty> {
         self.window_work += difficulty.get();
         self.window_shares += 1;
         let elapsed = now.saturating_duration_since(self.window_start);
@@ -80,7 +91,10 @@ impl Vardiff {
     }
 
     fn retarget(&mut self, now: Instant, current: Difficulty) -> Option<Difficulty> {
-        let elapsed = now.saturating_duration_since(self.window_start).as_secs_f64().max(0.001);
+        let elapsed = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64()
+            .max(0.001);
         let wanted = if self.window_shares == 0 {
             // No share in a whole window: at least halve, more the longer the silence.
             let windows = elapsed / self.config.retarget_interval.as_secs_f64().max(0.001);
@@ -134,10 +148,17 @@ mod tests {
     #[test]
     fn settles_big_and_small_miners_near_the_target_rate() {
         // S21-class: ~200 TH/s = 200e12 / 2^32 diff-1 per second.
-        for hashrate in [200e12 / 4_294_967_296.0, 1e12 / 4_294_967_296.0, 5e6 / 4_294_967_296.0] {
+        for hashrate in [
+            200e12 / 4_294_967_296.0,
+            1e12 / 4_294_967_296.0,
+            5e6 / 4_294_967_296.0,
+        ] {
             let d = simulate(hashrate, 400);
             let interval = d / hashrate;
-            assert!((10.0 / HYSTERESIS / 1.01..=10.0 * HYSTERESIS * 1.01).contains(&interval), "hashrate {hashrate}: interval {interval}s at difficulty {d}");
+            assert!(
+                (10.0 / HYSTERESIS / 1.01..=10.0 * HYSTERESIS * 1.01).contains(&interval),
+                "hashrate {hashrate}: interval {interval}s at difficulty {d}"
+            );
         }
     }
 
@@ -146,8 +167,14 @@ mod tests {
         let start = Instant::now();
         let mut v = Vardiff::new(config(), start);
         let d = Difficulty::new(0.002).unwrap();
-        let next = v.on_tick(start + Duration::from_secs(61), d).expect("lowered");
-        assert_eq!(next, Difficulty::new(0.001).unwrap(), "clamped at the floor");
+        let next = v
+            .on_tick(start + Duration::from_secs(61), d)
+            .expect("lowered");
+        assert_eq!(
+            next,
+            Difficulty::new(0.001).unwrap(),
+            "clamped at the floor"
+        );
         assert_eq!(v.on_tick(start + Duration::from_secs(62), next), None);
     }
 

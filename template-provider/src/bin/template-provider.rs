@@ -36,7 +36,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let auth = match (args.cookie_file, args.rpc_user, args.rpc_password) {
@@ -44,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
         (None, Some(user), Some(password)) => NodeAuth::UserPass { user, password },
         _ => anyhow::bail!("give --cookie-file or --rpc-user and --rpc-password"),
     };
-    let config = TemplateSourceConfig { network: args.network, ..Default::default() };
+    let config = TemplateSourceConfig {
+        network: args.network,
+        ..Default::default()
+    };
     let source = TemplateSource::new(RpcClient::new(args.rpc_url, auth), config);
     source.check_node().await.context("node check failed")?;
     let shutdown = CancellationToken::new();

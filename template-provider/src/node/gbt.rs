@@ -44,7 +44,10 @@ pub enum GbtError {
     #[error("bits {0:?} is not 8 hex digits")]
     Bits(String),
     #[error("transaction {index} data is not hex: {source}")]
-    TxHex { index: usize, source: hex::FromHexError },
+    TxHex {
+        index: usize,
+        source: hex::FromHexError,
+    },
     #[error("default_witness_commitment is not hex: {0}")]
     Commitment(hex::FromHexError),
 }
@@ -70,10 +73,14 @@ impl BlockTemplateReply {
             .enumerate()
             .map(|(index, tx)| {
                 Ok(TemplateTx {
-                    data: hex::decode(&tx.data).map_err(|source| GbtError::TxHex { index, source })?,
+                    data: hex::decode(&tx.data)
+                        .map_err(|source| GbtError::TxHex { index, source })?,
                     txid: tx.txid,
                     wtxid: tx.hash,
-                    fee: tx.fee.and_then(|f| u64::try_from(f).ok()).map(Amount::from_sat),
+                    fee: tx
+                        .fee
+                        .and_then(|f| u64::try_from(f).ok())
+                        .map(Amount::from_sat),
                     weight: tx.weight.unwrap_or(0),
                 })
             })

@@ -2,6 +2,7 @@
 
 pub mod gbt;
 pub mod rpc;
+pub mod zmq;
 
 use bitcoin::Network;
 
@@ -40,7 +41,10 @@ mod tests {
     #[test]
     fn subsidy_halves() {
         assert_eq!(block_subsidy(Network::Bitcoin, 0).to_sat(), 5_000_000_000);
-        assert_eq!(block_subsidy(Network::Bitcoin, 840_000).to_sat(), 312_500_000);
+        assert_eq!(
+            block_subsidy(Network::Bitcoin, 840_000).to_sat(),
+            312_500_000
+        );
         assert_eq!(block_subsidy(Network::Regtest, 150).to_sat(), 2_500_000_000);
         assert_eq!(block_subsidy(Network::Regtest, 150 * 64).to_sat(), 0);
     }

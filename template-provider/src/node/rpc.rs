@@ -28,16 +28,27 @@ pub enum RpcError {
     Transport { url: String, source: reqwest::Error },
     /// The request was not answered within its timeout.
     #[error("the node at {url} did not answer {method} within {timeout:?}")]
-    Timeout { url: String, method: String, timeout: Duration },
+    Timeout {
+        url: String,
+        method: String,
+        timeout: Duration,
+    },
     /// The cookie file could not be read.
     #[error("cannot read the node's cookie file {path}: {source}")]
-    Cookie { path: PathBuf, source: std::io::Error },
+    Cookie {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The node refused our credentials.
     #[error("the node refused the RPC credentials (HTTP 401); check cookie_file or rpc_user/rpc_password")]
     Unauthorized,
     /// The node answered with a JSON-RPC error.
     #[error("the node answered {method} with error {code}: {message}")]
-    Node { method: String, code: i64, message: String },
+    Node {
+        method: String,
+        code: i64,
+        message: String,
+    },
     /// The node's answer was not what the method promises.
     #[error("unexpected answer to {method}: {detail}")]
     BadReply { method: String, detail: String },
@@ -95,12 +106,17 @@ impl RpcClient {
         match &self.auth {
             NodeAuth::UserPass { user, password } => Ok((user.clone(), password.clone())),
             NodeAuth::CookieFile(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| RpcError::Cookie { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| RpcError::Cookie {
+                    path: path.clone(),
+                    source,
+                })?;
                 let text = text.trim();
                 let (user, pass) = text.split_once(':').ok_or_else(|| RpcError::Cookie {
                     path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no ':' in cookie"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "no ':' in cookie",
+                    ),
                 })?;
                 Ok((user.to_owned(), pass.to_owned()))
             }
@@ -112,7 +128,11 @@ impl RpcClient {
     /// # Errors
     /// Transport failures, the node's own errors and undecodable results, each as its own
     /// [`RpcError`] variant.
-    pub async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RpcError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, RpcError> {
         self.call_with_timeout(method, params, self.timeout).await
     }
 
@@ -130,7 +150,12 @@ impl RpcClient {
         })
     }
 
-    async fn call_raw(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, RpcError> {
+    async fn call_raw(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, RpcError> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "1.0", "id": id, "method": method, "params": params});
         let (user, pass) = self.credentials()?;
@@ -141,7 +166,9 @@ impl RpcClient {
             .json(&body)
             .timeout(timeout)
             .send();
-        let response = send.await.map_err(|source| self.transport_error(method, timeout, source))?;
+        let response = send
+            .await
+            .map_err(|source| self.transport_error(method, timeout, source))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(RpcError::Unauthorized);
@@ -158,7 +185,11 @@ impl RpcClient {
             return Err(RpcError::Node {
                 method: method.to_owned(),
                 code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
+                message: err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
             });
         }
         match reply {
@@ -172,9 +203,16 @@ impl RpcClient {
 
     fn transport_error(&self, method: &str, timeout: Duration, source: reqwest::Error) -> RpcError {
         if source.is_timeout() {
-            RpcError::Timeout { url: self.url.clone(), method: method.to_owned(), timeout }
+            RpcError::Timeout {
+                url: self.url.clone(),
+                method: method.to_owned(),
+                timeout,
+            }
         } else {
-            RpcError::Transport { url: self.url.clone(), source }
+            RpcError::Transport {
+                url: self.url.clone(),
+                source,
+            }
         }
     }
 

@@ -57,7 +57,11 @@ impl CoinbaseSplit {
     ///
     /// # Errors
     /// When the scriptSig would exceed 100 bytes or the extranonce length is out of range.
-    pub fn build(template: &Template, config: &CoinbaseConfig, extranonce_len: usize) -> Result<Self, CoinbaseError> {
+    pub fn build(
+        template: &Template,
+        config: &CoinbaseConfig,
+        extranonce_len: usize,
+    ) -> Result<Self, CoinbaseError> {
         let outputs = [(config.payout_script.clone(), template.coinbase_value)];
         Self::with_outputs(template, &config.tag, &outputs, extranonce_len)
     }
@@ -85,7 +89,9 @@ impl CoinbaseSplit {
         // A push opcode for the extranonce keeps the scriptSig a well-formed script.
         let script_sig_len = head.len() + 1 + extranonce_len;
         if script_sig_len > MAX_SCRIPT_SIG_LEN {
-            return Err(CoinbaseError::ScriptSigTooLong { len: script_sig_len });
+            return Err(CoinbaseError::ScriptSigTooLong {
+                len: script_sig_len,
+            });
         }
 
         let mut prefix = Vec::with_capacity(42 + head.len() + 1);
@@ -114,7 +120,12 @@ impl CoinbaseSplit {
         }
         suffix.extend_from_slice(&0u32.to_le_bytes()); // locktime
 
-        Ok(CoinbaseSplit { prefix, suffix, extranonce_len, witness: commitment.is_some() })
+        Ok(CoinbaseSplit {
+            prefix,
+            suffix,
+            extranonce_len,
+            witness: commitment.is_some(),
+        })
     }
 
     /// The bytes before the extranonce (Stratum V1 `coinb1`).
@@ -134,7 +145,10 @@ impl CoinbaseSplit {
 
     /// Size as written in a block.
     pub fn serialized_len(&self) -> usize {
-        self.prefix.len() + self.extranonce_len + self.suffix.len() + if self.witness { 36 } else { 0 }
+        self.prefix.len()
+            + self.extranonce_len
+            + self.suffix.len()
+            + if self.witness { 36 } else { 0 }
     }
 
     /// The coinbase txid for a filled-in extranonce, hashed in place without a copy.
@@ -211,7 +225,9 @@ mod tests {
 
     fn config() -> CoinbaseConfig {
         CoinbaseConfig {
-            payout_script: ScriptBuf::from_bytes(vec![0x00, 0x14].into_iter().chain([7u8; 20]).collect()),
+            payout_script: ScriptBuf::from_bytes(
+                vec![0x00, 0x14].into_iter().chain([7u8; 20]).collect(),
+            ),
             tag: b"/jd-proxy/".to_vec(),
         }
     }
@@ -230,7 +246,10 @@ mod tests {
             assert_eq!(tx.input[0].witness.len(), usize::from(commitment));
             // BIP34: the scriptSig starts with the height as Core encodes it.
             let expected_head = Builder::new().push_int(i64::from(height)).into_bytes();
-            assert!(tx.input[0].script_sig.as_bytes().starts_with(&expected_head));
+            assert!(tx.input[0]
+                .script_sig
+                .as_bytes()
+                .starts_with(&expected_head));
             assert!(tx.input[0].script_sig.as_bytes().ends_with(&en));
             // The txid (non-witness) is the one a miner computes from coinb1|en|coinb2.
             assert_eq!(split.txid(&[&en[..4], &en[4..]]), tx.compute_txid());
@@ -252,6 +271,9 @@ mod tests {
             CoinbaseSplit::build(&template(1000, false), &c, 8),
             Err(CoinbaseError::ScriptSigTooLong { .. })
         ));
-        assert_eq!(CoinbaseSplit::build(&template(1000, false), &config(), 0), Err(CoinbaseError::ExtranonceLen(0)));
+        assert_eq!(
+            CoinbaseSplit::build(&template(1000, false), &config(), 0),
+            Err(CoinbaseError::ExtranonceLen(0))
+        );
     }
 }

@@ -56,9 +56,11 @@ mod tests {
     fn path_matches_full_merkle_root_for_every_size() {
         for n in 1..=17u8 {
             let all: Vec<Txid> = (0..n).map(txid).collect();
-            let expected: TxMerkleNode =
-                calculate_root(all.iter().map(|t| TxMerkleNode::from_byte_array(t.to_byte_array())))
-                    .expect("non-empty");
+            let expected: TxMerkleNode = calculate_root(
+                all.iter()
+                    .map(|t| TxMerkleNode::from_byte_array(t.to_byte_array())),
+            )
+            .expect("non-empty");
             let path = coinbase_path(all[1..].iter().copied());
             assert_eq!(root_from_path(all[0], &path), expected, "{n} transactions");
         }

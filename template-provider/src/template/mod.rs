@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bitcoin::consensus::encode::VarInt;
 use bitcoin::consensus::Encodable;
-use bitcoin::{block, Amount, BlockHash, CompactTarget, Network, ScriptBuf, Target, TxMerkleNode, Txid, Wtxid};
+use bitcoin::{
+    block, Amount, BlockHash, CompactTarget, Network, ScriptBuf, Target, TxMerkleNode, Txid, Wtxid,
+};
 
 use self::coinbase::CoinbaseSplit;
 
@@ -53,6 +55,16 @@ pub struct TemplateTx {
     pub weight: u64,
 }
 
+/// What is known of the next block the moment a new tip appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextBlock {
+    pub prev_hash: BlockHash,
+    pub height: u32,
+    pub bits: CompactTarget,
+    /// Median time past of the tip, plus one.
+    pub min_time: u32,
+}
+
 /// A block template: everything of a block but its coinbase's extranonce, ntime, nonce and
 /// rolled version bits.
 #[derive(Debug, Clone)]
@@ -78,29 +90,26 @@ pub struct Template {
 }
 
 impl Template {
-    /// A coinbase-only template on a new tip, valid as long as `bits` is right for the next
+    /// A coinbase-only template on a new tip, valid as long as `tip.bits` is right for the next
     /// block (the caller checks that).
     pub fn empty_on_tip(
         id: TemplateId,
         network: Network,
-        prev_hash: BlockHash,
-        height: u32,
+        tip: &NextBlock,
         version: i32,
-        bits: CompactTarget,
-        min_time: u32,
-        cur_time: u32,
+        now: u32,
     ) -> Self {
         Template {
             id,
             kind: TemplateKind::Empty,
             network,
-            height,
-            prev_hash,
+            height: tip.height,
+            prev_hash: tip.prev_hash,
             version,
-            bits,
-            min_time,
-            cur_time: cur_time.max(min_time),
-            coinbase_value: crate::node::block_subsidy(network, height),
+            bits: tip.bits,
+            min_time: tip.min_time,
+            cur_time: now.max(tip.min_time),
+            coinbase_value: crate::node::block_subsidy(network, tip.height),
             witness_commitment: None,
             txs: Arc::new(Vec::new()),
             merkle_path: Vec::new(),
@@ -114,12 +123,20 @@ impl Template {
 
     /// Total fees of the template's transactions, when the node reported them.
     pub fn fees(&self) -> Amount {
-        self.txs.iter().filter_map(|t| t.fee).fold(Amount::ZERO, |a, b| a + b)
+        self.txs
+            .iter()
+            .filter_map(|t| t.fee)
+            .fold(Amount::ZERO, |a, b| a + b)
     }
 
     /// Serializes the whole block: `header`, the coinbase filled with `extranonce`, and every
     /// template transaction.
-    pub fn assemble_block(&self, header: &block::Header, coinbase: &CoinbaseSplit, extranonce: &[u8]) -> Vec<u8> {
+    pub fn assemble_block(
+        &self,
+        header: &block::Header,
+        coinbase: &CoinbaseSplit,
+        extranonce: &[u8],
+    ) -> Vec<u8> {
         let tx_bytes: usize = self.txs.iter().map(|t| t.data.len()).sum();
         let mut out = Vec::with_capacity(80 + 9 + coinbase.serialized_len() + 40 + tx_bytes);
         header
