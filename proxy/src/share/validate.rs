@@ -204,6 +204,7 @@ mod tests {
                 data: serialize(t),
                 fee: Some(Amount::from_sat(100)),
                 weight: t.weight().to_wu(),
+                depends: vec![],
             })
             .collect();
         Template {

@@ -35,6 +35,9 @@ pub struct GbtTransaction {
     pub hash: Wtxid,
     pub fee: Option<i64>,
     pub weight: Option<u64>,
+    /// 1-based positions (in `transactions`) of the in-template parents this one spends.
+    #[serde(default)]
+    pub depends: Vec<usize>,
 }
 
 /// Why a `getblocktemplate` reply could not become a template.
@@ -82,6 +85,7 @@ impl BlockTemplateReply {
                         .and_then(|f| u64::try_from(f).ok())
                         .map(Amount::from_sat),
                     weight: tx.weight.unwrap_or(0),
+                    depends: tx.depends.iter().filter_map(|d| d.checked_sub(1)).collect(),
                 })
             })
             .collect::<Result<Vec<_>, GbtError>>()?;

@@ -53,6 +53,8 @@ pub struct TemplateTx {
     pub data: Vec<u8>,
     pub fee: Option<Amount>,
     pub weight: u64,
+    /// 0-based positions in the template of the parents this transaction spends.
+    pub depends: Vec<usize>,
 }
 
 /// What is known of the next block the moment a new tip appears.
