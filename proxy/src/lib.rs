@@ -33,7 +33,9 @@ use crate::job::extranonce::Extranonce1Allocator;
 use crate::job::factory::JobFactory;
 use crate::job::Job;
 use crate::metrics::{Snapshot, Stats};
-use crate::solo::BlockSink;
+use crate::solo::{BlockRoute, BlockSink};
+use template_provider::blocks::BlockSubmitter;
+use template_provider::tdp::{self, client::TdpClientConfig};
 use crate::sv1::Sv1Config;
 
 /// What every session shares: settings, the extranonce allocator, the block sink, counters.
@@ -68,24 +70,47 @@ impl Proxy {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
-        let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
-        let chain = source
-            .check_node()
-            .await
-            .with_context(|| format!("node at {}", config.node.rpc_url))?;
-        info!(chain = %chain.chain, height = chain.blocks, "node ready");
-
-        let payout_script = resolve_payout(&rpc, &config).await?;
+        let (templates, route, payout_script) = match &config.template_provider {
+            None => {
+                let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
+                let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
+                let chain = source
+                    .check_node()
+                    .await
+                    .with_context(|| format!("node at {}", config.node.rpc_url))?;
+                info!(chain = %chain.chain, height = chain.blocks, "node ready");
+                let payout_script = resolve_payout(&rpc, &config).await?;
+                let templates = source
+                    .spawn(&tracker, shutdown.clone())
+                    .await
+                    .context("first block template")?;
+                let submitter = BlockSubmitter::new(rpc, Some(config.blocks_dir.clone()));
+                (templates, BlockRoute::Node(submitter), payout_script)
+            }
+            Some(tp) => {
+                let Payout::Address(addr) = &config.payout else {
+                    anyhow::bail!("coinbase.payout_descriptor needs the node; with an external template provider give coinbase.payout_address");
+                };
+                let payout_script = addr.script_pubkey();
+                let client_config = TdpClientConfig {
+                    address: tp.address.clone(),
+                    authority: tp.authority,
+                    network: config.network,
+                    // Our payout output: value, script length, script.
+                    coinbase_output_max_additional_size: u32::try_from(9 + payout_script.len()).unwrap_or(u32::MAX),
+                    timeout: Duration::from_secs(10),
+                };
+                let (client, templates) = tdp::client::spawn(client_config, &tracker, shutdown.clone())
+                    .await
+                    .with_context(|| format!("template provider at {} (template_provider.address)", tp.address))?;
+                (templates, BlockRoute::TemplateProvider(client), payout_script)
+            }
+        };
         let coinbase = CoinbaseConfig {
             payout_script,
             tag: config.coinbase_tag.clone(),
         };
 
-        let templates = source
-            .spawn(&tracker, shutdown.clone())
-            .await
-            .context("first block template")?;
         let mut factory = JobFactory::new(coinbase, config.sv1.layout);
         let first = factory
             .make(templates.borrow().clone(), None)
@@ -94,12 +119,7 @@ impl Proxy {
         tracker.spawn(factory.run(templates, jobs_tx, shutdown.clone()));
 
         let (blocks, found) = BlockSink::new();
-        tracker.spawn(solo::run_submitter(
-            found,
-            rpc,
-            config.blocks_dir.clone(),
-            tracker.clone(),
-        ));
+        tracker.spawn(solo::run_submitter(found, route, tracker.clone()));
 
         let listener = TcpListener::bind(config.listen)
             .await

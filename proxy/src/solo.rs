@@ -1,25 +1,38 @@
-//! Found blocks: written to disk first, then submitted to the local node at once.
+//! Found blocks: from a session to the node (disk first), or back to the external template
+//! provider that owns the template's transactions.
 //!
 //! A block is the most valuable thing the proxy ever handles, so the path is short and never
-//! drops one: each block gets its own task, the file is written before the node is asked, and
-//! a node that cannot be reached is retried.
+//! drops one: each block gets its own task and sessions never wait for it.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
 
-use bitcoin::BlockHash;
-use template_provider::RpcClient;
+use bitcoin::{block, BlockHash};
+use template_provider::blocks::BlockSubmitter;
+use template_provider::tdp::client::{Solution, TdpClient};
+use template_provider::Template;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::error;
 
-/// A solved block, serialized.
+/// A solved block: the header the miner hashed and the coinbase it filled in.
 #[derive(Debug)]
 pub struct FoundBlock {
     pub hash: BlockHash,
-    pub height: u32,
-    pub bytes: Vec<u8>,
+    pub template: Arc<Template>,
+    pub header: block::Header,
+    /// The coinbase as it goes in the block (with its witness when the block commits to one).
+    pub coinbase_tx: Vec<u8>,
     pub worker: String,
+}
+
+/// Where found blocks go.
+#[derive(Debug, Clone)]
+pub enum BlockRoute {
+    /// Templates come from our node: assemble the block and submit it there.
+    Node(BlockSubmitter),
+    /// Templates come from an external provider that holds the transactions: send it the
+    /// solution to assemble and submit.
+    TemplateProvider(TdpClient),
 }
 
 /// Where sessions hand found blocks.
@@ -38,63 +51,36 @@ impl BlockSink {
     /// Hands a block over; never blocks the session.
     pub fn submit(&self, block: FoundBlock) {
         if let Err(e) = self.tx.send(block) {
-            error!(hash = %e.0.hash, "block submitter is gone; the block is lost unless logged: {}", hex::encode(&e.0.bytes));
+            let b = e.0;
+            error!(hash = %b.hash, header = %hex::encode(bitcoin::consensus::serialize(&b.header)), coinbase = %hex::encode(&b.coinbase_tx), "block submitter is gone; logging the solution so it can be rebuilt");
         }
     }
 }
-
-/// How often and how long a node that cannot be reached is retried for one block.
-const SUBMIT_ATTEMPTS: u32 = 10;
 
 /// Submits every block that arrives; runs until every sink is dropped, so blocks found
 /// during shutdown still go out.
-pub async fn run_submitter(
-    mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
-    rpc: RpcClient,
-    dir: PathBuf,
-    tracker: TaskTracker,
-) {
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        error!(dir = %dir.display(), error = %e, "cannot create the blocks directory; blocks go to the node only");
-    }
-    while let Some(block) = blocks.recv().await {
-        let rpc = rpc.clone();
-        let dir = dir.clone();
-        tracker.spawn(async move { submit_one(block, &rpc, &dir).await });
-    }
-}
-
-async fn submit_one(block: FoundBlock, rpc: &RpcClient, dir: &std::path::Path) {
-    let hex_block = hex::encode(&block.bytes);
-    let path = dir.join(format!("{}-{}.hex", block.height, block.hash));
-    if let Err(e) = tokio::fs::write(&path, &hex_block).await {
-        error!(path = %path.display(), error = %e, "cannot write the block to disk; submitting anyway");
-    }
-    for attempt in 1..=SUBMIT_ATTEMPTS {
-        match rpc.submit_block(&hex_block).await {
-            Ok(None) => {
-                info!(hash = %block.hash, height = block.height, worker = %block.worker, "block accepted by the node");
-                return;
+pub async fn run_submitter(mut blocks: mpsc::UnboundedReceiver<FoundBlock>, route: BlockRoute, tracker: TaskTracker) {
+    while let Some(b) = blocks.recv().await {
+        match &route {
+            BlockRoute::Node(submitter) => {
+                let submitter = submitter.clone();
+                tracker.spawn(async move {
+                    let bytes = b.template.assemble_block_with_coinbase(&b.header, &b.coinbase_tx);
+                    submitter.submit(b.hash, b.template.height, &bytes, &b.worker).await;
+                });
             }
-            // The node has it already (e.g. it came back over P2P first): not an error.
-            Ok(Some(reason)) if reason == "duplicate" => {
-                info!(hash = %block.hash, height = block.height, "node already has the block (duplicate)");
-                return;
-            }
-            // Valid, but a competing block at the same height reached the node first.
-            Ok(Some(reason)) if reason == "inconclusive" => {
-                warn!(hash = %block.hash, height = block.height, "node accepted the block but not as its tip (a competing block came first)");
-                return;
-            }
-            Ok(Some(reason)) => {
-                error!(hash = %block.hash, height = block.height, %reason, file = %path.display(), "node REJECTED the block");
-                return;
-            }
-            Err(e) => {
-                warn!(hash = %block.hash, attempt, error = %e, "cannot submit the block; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            BlockRoute::TemplateProvider(client) => {
+                let sent = client.submit(Solution {
+                    template_id: b.template.id.get(),
+                    version: b.header.version.to_consensus() as u32,
+                    ntime: b.header.time,
+                    nonce: b.header.nonce,
+                    coinbase_tx: b.coinbase_tx.clone(),
+                });
+                if !sent {
+                    error!(hash = %b.hash, coinbase = %hex::encode(&b.coinbase_tx), "template provider link is gone; the solution is logged here");
+                }
             }
         }
     }
-    error!(hash = %block.hash, file = %path.display(), "gave up submitting the block; it is on disk for manual submitblock");
 }

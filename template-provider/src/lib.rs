@@ -8,8 +8,13 @@
 //! The crate knows nothing of Stratum: a template is consensus data, and the proxy decides how
 //! it reaches miners.
 
+pub mod blocks;
+pub mod config;
 pub mod node;
+pub mod server;
 pub mod source;
+pub mod sv2;
+pub mod tdp;
 pub mod template;
 
 pub use node::rpc::{NodeAuth, RpcClient, RpcError};

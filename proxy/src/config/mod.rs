@@ -10,7 +10,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bitcoin::Network;
-use template_provider::{NodeAuth, TemplateSourceConfig};
 
 use self::raw::RawConfig;
 use crate::job::ExtranonceLayout;
@@ -18,20 +17,7 @@ use crate::share::Difficulty;
 use crate::sv1::vardiff::VardiffConfig;
 use crate::sv1::Sv1Config;
 
-/// A key with a bad value.
-#[derive(Debug, thiserror::Error)]
-#[error("config key `{key}`: {problem}")]
-pub struct ConfigError {
-    pub key: &'static str,
-    pub problem: String,
-}
-
-fn bad(key: &'static str, problem: impl ToString) -> ConfigError {
-    ConfigError {
-        key,
-        problem: problem.to_string(),
-    }
-}
+pub use template_provider::config::{bad, parse_network, secs, ConfigError, NodeConfig};
 
 /// Where block rewards go in solo mode.
 #[derive(Debug, Clone)]
@@ -39,14 +25,6 @@ pub enum Payout {
     Address(bitcoin::Address),
     /// An output descriptor, turned into a script by the node (`deriveaddresses`) at start.
     Descriptor(String),
-}
-
-/// The node connection.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    pub rpc_url: String,
-    pub auth: NodeAuth,
-    pub source: TemplateSourceConfig,
 }
 
 /// The whole, validated configuration.
@@ -59,6 +37,17 @@ pub struct Config {
     pub listen: SocketAddr,
     pub sv1: Sv1Config,
     pub blocks_dir: PathBuf,
+    /// Templates from an external SV2 Template Provider rather than from the node's RPC.
+    pub template_provider: Option<TemplateProviderConfig>,
+}
+
+/// An external SV2 Template Provider (ours or sv2-tp).
+#[derive(Debug, Clone)]
+pub struct TemplateProviderConfig {
+    /// `host:port`.
+    pub address: String,
+    /// Its authority key, pinned.
+    pub authority: template_provider::sv2::AuthorityPublicKey,
 }
 
 /// The BIP320 general-purpose version bits: what miners may roll unless configured otherwise.
@@ -80,70 +69,9 @@ impl Config {
     /// # Errors
     /// The first bad value, with its key.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let network = match raw.network.as_deref().unwrap_or("bitcoin") {
-            "mainnet" | "main" => Network::Bitcoin,
-            other => Network::from_str(other).map_err(|_| {
-                bad(
-                    "network",
-                    format!("{other:?} is not bitcoin, testnet, testnet4, signet or regtest"),
-                )
-            })?,
-        };
+        let network = parse_network(raw.network.as_deref().unwrap_or("bitcoin"))?;
 
-        let n = raw.node;
-        let default_port = match network {
-            Network::Bitcoin => 8332,
-            Network::Testnet => 18332,
-            Network::Testnet4 => 48332,
-            Network::Signet => 38332,
-            _ => 18443,
-        };
-        let rpc_url = n
-            .rpc_url
-            .unwrap_or_else(|| format!("http://127.0.0.1:{default_port}"));
-        if !rpc_url.starts_with("http://") {
-            return Err(bad(
-                "node.rpc_url",
-                "must start with http:// (the node serves plain HTTP)",
-            ));
-        }
-        let auth = match (n.cookie_file, n.rpc_user, n.rpc_password) {
-            (Some(_), Some(_), _) => {
-                return Err(bad(
-                    "node.cookie_file",
-                    "give either cookie_file or rpc_user/rpc_password, not both",
-                ))
-            }
-            (Some(path), None, _) => NodeAuth::CookieFile(path),
-            (None, Some(user), Some(password)) => NodeAuth::UserPass { user, password },
-            (None, Some(_), None) => {
-                return Err(bad("node.rpc_password", "rpc_user needs rpc_password"))
-            }
-            (None, None, _) => NodeAuth::CookieFile(default_cookie(network)),
-        };
-        let secs = |v: Option<u64>, d: u64, key: &'static str| -> Result<Duration, ConfigError> {
-            match v.unwrap_or(d) {
-                0 => Err(bad(key, "must be above 0")),
-                s => Ok(Duration::from_secs(s)),
-            }
-        };
-        let source = TemplateSourceConfig {
-            network,
-            long_poll: secs(n.long_poll_secs, 20, "node.long_poll_secs")?,
-            poll_interval: Duration::from_millis(n.poll_interval_ms.unwrap_or(500).max(10)),
-            refresh_interval: secs(n.template_refresh_secs, 30, "node.template_refresh_secs")?,
-            zmq_hashblock: match n.zmq_hashblock {
-                Some(e) if !e.starts_with("tcp://") => {
-                    return Err(bad(
-                        "node.zmq_hashblock",
-                        format!(
-                            "{e:?}: expected tcp://HOST:PORT as in the node's -zmqpubhashblock"
-                        ),
-                    ))
-                }
-                other => other,
-            },
-        };
+        let node = raw.node.resolve(network)?;
 
         let c = raw.coinbase;
         let payout = match (c.payout_address, c.payout_descriptor) {
@@ -243,13 +171,21 @@ impl Config {
                 ..vardiff
             },
         };
+        let template_provider = match raw.template_provider {
+            None => None,
+            Some(tp) => {
+                let address = tp.address.ok_or_else(|| bad("template_provider.address", "required (host:port)"))?;
+                let key = tp
+                    .authority_public_key
+                    .ok_or_else(|| bad("template_provider.authority_public_key", "required: the provider's published authority key"))?;
+                let authority = key.parse().map_err(|e| bad("template_provider.authority_public_key", e))?;
+                Some(TemplateProviderConfig { address, authority })
+            }
+        };
         Ok(Config {
+            template_provider,
             network,
-            node: NodeConfig {
-                rpc_url,
-                auth,
-                source,
-            },
+            node,
             payout,
             coinbase_tag: tag,
             listen,
@@ -271,18 +207,6 @@ fn positive_secs(v: Option<f64>, d: f64, key: &'static str) -> Result<Duration, 
     }
 }
 
-/// Bitcoin Core's cookie path in the default data directory.
-fn default_cookie(network: Network) -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    let base = home.join(".bitcoin");
-    match network {
-        Network::Bitcoin => base.join(".cookie"),
-        Network::Testnet => base.join("testnet3/.cookie"),
-        Network::Testnet4 => base.join("testnet4/.cookie"),
-        Network::Signet => base.join("signet/.cookie"),
-        _ => base.join("regtest/.cookie"),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+pub use template_provider::config::RawNode;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,19 +21,15 @@ pub struct RawConfig {
     pub vardiff: RawVardiff,
     #[serde(default)]
     pub solo: RawSolo,
+    /// An external SV2 Template Provider instead of the node's RPC.
+    pub template_provider: Option<RawTemplateProvider>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawNode {
-    pub rpc_url: Option<String>,
-    pub cookie_file: Option<PathBuf>,
-    pub rpc_user: Option<String>,
-    pub rpc_password: Option<String>,
-    pub long_poll_secs: Option<u64>,
-    pub poll_interval_ms: Option<u64>,
-    pub template_refresh_secs: Option<u64>,
-    pub zmq_hashblock: Option<String>,
+pub struct RawTemplateProvider {
+    pub address: Option<String>,
+    pub authority_public_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

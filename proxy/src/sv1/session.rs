@@ -402,12 +402,12 @@ impl Session {
         self.shared.stats.share_accepted(share_difficulty.get());
         if valid.is_block {
             let job = entry.job.clone();
-            let mut extranonce = Vec::with_capacity(16);
-            extranonce.extend_from_slice(self.extranonce1.as_bytes());
-            extranonce.extend_from_slice(&en2[..en2_len]);
-            let block = job
-                .template
-                .assemble_block(&valid.header, &job.coinbase, &extranonce);
+            let mut extranonce = [0u8; 16];
+            let en1 = self.extranonce1.as_bytes();
+            extranonce[..en1.len()].copy_from_slice(en1);
+            extranonce[en1.len()..en1.len() + en2_len].copy_from_slice(&en2[..en2_len]);
+            let mut coinbase_tx = Vec::with_capacity(job.coinbase.serialized_len());
+            job.coinbase.write_for_block(&extranonce[..en1.len() + en2_len], &mut coinbase_tx);
             info!(
                 hash = %valid.hash,
                 height = job.template.height,
@@ -419,8 +419,9 @@ impl Session {
             self.shared.stats.block_found();
             self.shared.blocks.submit(crate::solo::FoundBlock {
                 hash: valid.hash,
-                height: job.template.height,
-                bytes: block,
+                template: job.template.clone(),
+                header: valid.header,
+                coinbase_tx,
                 worker: self.worker_name().to_owned(),
             });
         }

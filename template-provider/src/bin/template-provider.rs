@@ -1,68 +1,116 @@
-//! `template-provider`: watches a node and logs every template it would serve.
-//!
-//! The Stratum V2 Template Distribution server lands on top of this; today the binary is the
-//! quickest way to check that a node's templates and tips reach us.
+//! `template-provider`: serves the Stratum V2 Template Distribution Protocol from any Bitcoin
+//! Core or Knots node, to SV2 pools and job-declaration clients.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::Parser;
-use template_provider::{NodeAuth, RpcClient, TemplateSource, TemplateSourceConfig};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use clap::{Parser, Subcommand};
+use template_provider::server::{Provider, ProviderConfig, RawProviderConfig};
+use template_provider::sv2::AuthorityKeypair;
 
-/// Watch a Bitcoin Core or Knots node and log its block templates as they change.
+/// SV2 Template Provider for any Bitcoin node: templates built by your node, served over
+/// encrypted Stratum V2 Template Distribution.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, about)]
 struct Args {
-    /// The node's JSON-RPC URL.
-    #[arg(long, default_value = "http://127.0.0.1:8332")]
-    rpc_url: String,
-    /// The node's cookie file (default auth).
-    #[arg(long, conflicts_with = "rpc_user")]
-    cookie_file: Option<PathBuf>,
-    /// RPC user (with --rpc-password).
-    #[arg(long, requires = "rpc_password")]
-    rpc_user: Option<String>,
-    /// RPC password.
-    #[arg(long, env = "TP_RPC_PASSWORD")]
-    rpc_password: Option<String>,
-    /// bitcoin, testnet, testnet4, signet or regtest.
-    #[arg(long, default_value = "bitcoin")]
-    network: bitcoin::Network,
+    #[command(subcommand)]
+    command: Command,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let args = Args::parse();
-    let auth = match (args.cookie_file, args.rpc_user, args.rpc_password) {
-        (Some(path), _, _) => NodeAuth::CookieFile(path),
-        (None, Some(user), Some(password)) => NodeAuth::UserPass { user, password },
-        _ => anyhow::bail!("give --cookie-file or --rpc-user and --rpc-password"),
-    };
-    let config = TemplateSourceConfig {
-        network: args.network,
-        ..Default::default()
-    };
-    let source = TemplateSource::new(RpcClient::new(args.rpc_url, auth), config);
-    source.check_node().await.context("node check failed")?;
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut templates = source.spawn(&tracker, shutdown.clone()).await?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            changed = templates.changed() => if changed.is_err() { break },
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a fresh authority key pair for the [server] section (clients pin the public key).
+    Keygen,
+    /// Serve templates (see examples/template-provider.toml for every key).
+    Run {
+        /// The TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Override server.listen.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Check the configuration and exit.
+        #[arg(long)]
+        check_config: bool,
+        /// Log filter (also RUST_LOG).
+        #[arg(long, default_value = "info", env = "RUST_LOG")]
+        log: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match Args::parse().command {
+        Command::Keygen => {
+            let kp = AuthorityKeypair::generate();
+            println!("authority_public_key = \"{}\"", kp.public());
+            println!("authority_secret_key = \"{}\"", kp.secret_string());
+            ExitCode::SUCCESS
+        }
+        Command::Run { config, listen, check_config, log } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|_| "info".into()))
+                .init();
+            let raw: RawProviderConfig = match std::fs::read_to_string(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let mut raw = raw;
+            if listen.is_some() {
+                raw.server.listen = listen;
+            }
+            let config = match ProviderConfig::from_raw(raw) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if check_config {
+                println!("configuration is valid");
+                return ExitCode::SUCCESS;
+            }
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                match Provider::start(config).await {
+                    Ok(p) => {
+                        tracing::info!(listen = %p.local_addr(), "template provider running");
+                        stop_signal().await;
+                        p.shutdown().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
         }
     }
-    shutdown.cancel();
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    Ok(())
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -2,6 +2,7 @@
 
 pub mod coinbase;
 pub mod merkle;
+pub mod policy;
 
 use std::fmt;
 use std::sync::Arc;
@@ -148,6 +149,21 @@ impl Template {
             .consensus_encode(&mut out)
             .expect("writing to a Vec cannot fail");
         coinbase.write_for_block(extranonce, &mut out);
+        for tx in self.txs.iter() {
+            out.extend_from_slice(&tx.data);
+        }
+        out
+    }
+
+    /// Serializes the whole block around an already serialized coinbase.
+    pub fn assemble_block_with_coinbase(&self, header: &block::Header, coinbase_tx: &[u8]) -> Vec<u8> {
+        let tx_bytes: usize = self.txs.iter().map(|t| t.data.len()).sum();
+        let mut out = Vec::with_capacity(80 + 9 + coinbase_tx.len() + tx_bytes);
+        header.consensus_encode(&mut out).expect("writing to a Vec cannot fail");
+        VarInt::from(self.txs.len() + 1)
+            .consensus_encode(&mut out)
+            .expect("writing to a Vec cannot fail");
+        out.extend_from_slice(coinbase_tx);
         for tx in self.txs.iter() {
             out.extend_from_slice(&tx.data);
         }

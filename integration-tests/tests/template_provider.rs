@@ -1,0 +1,151 @@
+//! The standalone template provider end to end: our TDP server on a real regtest node, with
+//! jd-proxy as its client (templates over encrypted SV2, solutions back), and misbehaving
+//! clients that must not disturb the others.
+
+use std::time::{Duration, Instant};
+
+use bitcoin::{Amount, BlockHash, Txid};
+use integration_tests::node::{BitcoinNode, NodeKind};
+use integration_tests::proxy::{init_tracing, solo_config, start_proxy};
+use integration_tests::wallet::TestWallet;
+use jd_proxy::config::raw::RawTemplateProvider;
+use serde_json::json;
+use sv1_miner::{Dialect, MinerConfig, MinerHandle};
+use template_provider::config::RawNode;
+use template_provider::server::{Provider, ProviderConfig, RawProviderConfig, RawServer};
+use template_provider::sv2::AuthorityKeypair;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+
+async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::time::timeout(TEST_TIMEOUT, f).await.map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
+}
+
+async fn start_provider(node: &BitcoinNode, keys: &AuthorityKeypair, blocks: &std::path::Path) -> anyhow::Result<Provider> {
+    let raw = RawProviderConfig {
+        network: Some("regtest".into()),
+        node: RawNode {
+            rpc_url: Some(node.rpc_url()),
+            cookie_file: Some(node.cookie_file()),
+            long_poll_secs: Some(5),
+            ..Default::default()
+        },
+        server: RawServer {
+            listen: Some("127.0.0.1:0".into()),
+            authority_public_key: Some(keys.public().to_string()),
+            authority_secret_key: Some(keys.secret_string()),
+            blocks_dir: Some(blocks.to_path_buf()),
+            ..Default::default()
+        },
+    };
+    Provider::start(ProviderConfig::from_raw(raw)?).await
+}
+
+fn miner(addr: std::net::SocketAddr, dialect: Dialect, shutdown: &CancellationToken) -> MinerHandle {
+    sv1_miner::spawn(
+        MinerConfig::new(addr, format!("tp.{dialect}"), dialect).with_suggest_difficulty(5e-6).with_max_hashrate(25_000.0),
+        shutdown.clone(),
+    )
+}
+
+async fn block_at(node: &BitcoinNode, h: u64) -> anyhow::Result<bitcoin::Block> {
+    let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
+    node.block(&hash).await
+}
+
+/// Outcome 2 (and 5): jd-proxy mining through an external template provider gets its blocks
+/// accepted, with the node's mempool transactions in them; garbage and wrong messages from
+/// other clients drop only those clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
+    with_timeout(async {
+        init_tracing();
+        let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
+        let mut wallet = TestWallet::new();
+        wallet.fund(&node, 120).await?;
+        let tp_dir = tempfile::tempdir()?;
+        let keys = AuthorityKeypair::generate();
+        let provider = start_provider(&node, &keys, tp_dir.path()).await?;
+
+        let payout = TestWallet::new();
+        let dir = tempfile::tempdir()?;
+        let mut raw = solo_config(&node, payout.address(), dir.path());
+        raw.template_provider = Some(RawTemplateProvider {
+            address: Some(provider.local_addr().to_string()),
+            authority_public_key: Some(keys.public().to_string()),
+        });
+        let proxy = start_proxy(raw).await?;
+        let (start, _) = node.tip().await?;
+
+        let txid: Txid = wallet.send_self(&node, Amount::from_sat(2_000)).await?;
+
+        // Misbehaving clients of the provider, while the proxy is its client too.
+        let mut garbage = tokio::net::TcpStream::connect(provider.local_addr()).await?;
+        garbage.write_all(&[0xde; 300]).await?;
+        let mut silent_wrong = tokio::net::TcpStream::connect(provider.local_addr()).await?;
+        silent_wrong.write_all(b"GET / HTTP/1.1\r\n\r\n").await?;
+
+        let shutdown = CancellationToken::new();
+        let miners: Vec<MinerHandle> = [Dialect::Bitaxe, Dialect::Cgminer].iter().map(|&d| miner(proxy.local_addr(), d, &shutdown)).collect();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut mined_tx = false;
+        let mut blocks = 0;
+        while Instant::now() < deadline && !(mined_tx && blocks >= 3) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (tip, _) = node.tip().await?;
+            blocks = tip - start;
+            for h in start + 1..=tip {
+                if block_at(&node, h).await?.txdata.iter().any(|t| t.compute_txid() == txid) {
+                    mined_tx = true;
+                }
+            }
+        }
+        assert!(blocks >= 3, "blocks found through the template provider were accepted: {blocks}");
+        assert!(mined_tx, "the mempool transaction is in a block mined through the provider");
+        for h in start + 1..=start + blocks {
+            let b = block_at(&node, h).await?;
+            assert_eq!(b.txdata[0].output[0].script_pubkey, *payout.script_pubkey(), "coinbase pays the proxy's payout");
+        }
+        // The provider wrote every block it submitted, and the bad clients are gone.
+        assert!(std::fs::read_dir(tp_dir.path())?.count() >= 1);
+        use tokio::io::AsyncReadExt;
+        for (name, sock) in [("garbage", &mut garbage), ("wrong", &mut silent_wrong)] {
+            // Whatever the provider sent (a handshake reply), the connection must end.
+            let mut sink = Vec::new();
+            let r = tokio::time::timeout(Duration::from_secs(15), sock.read_to_end(&mut sink)).await;
+            assert!(matches!(r, Ok(Ok(_)) | Ok(Err(_))), "{name} client dropped by the provider (read {} bytes)", sink.len());
+        }
+        assert!(miners.iter().all(|m| m.stats.snapshot().shares_accepted > 0));
+        shutdown.cancel();
+        proxy.shutdown().await;
+        provider.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A proxy that pins another authority key refuses the provider before anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_authority_key_is_refused() -> anyhow::Result<()> {
+    with_timeout(async {
+        init_tracing();
+        let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
+        node.mine_to(110, TestWallet::new().address()).await?;
+        let tp_dir = tempfile::tempdir()?;
+        let keys = AuthorityKeypair::generate();
+        let provider = start_provider(&node, &keys, tp_dir.path()).await?;
+        let dir = tempfile::tempdir()?;
+        let mut raw = solo_config(&node, TestWallet::new().address(), dir.path());
+        raw.template_provider = Some(RawTemplateProvider {
+            address: Some(provider.local_addr().to_string()),
+            authority_public_key: Some(AuthorityKeypair::generate().public().to_string()),
+        });
+        let err = start_proxy(raw).await.expect_err("a provider signed by another key is refused");
+        assert!(format!("{err:#}").contains("pinned authority key"), "{err:#}");
+        provider.shutdown().await;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,123 @@
+//! The `[node]` section shared by jd-proxy and template-provider: how to reach the farm's node.
+//! Read as written ([`RawNode`]), then checked once into [`NodeConfig`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bitcoin::Network;
+use serde::Deserialize;
+
+use crate::node::rpc::NodeAuth;
+use crate::source::TemplateSourceConfig;
+
+/// A key with a bad value, named as in the file.
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {problem}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+/// Builds a [`ConfigError`].
+pub fn bad(key: &'static str, problem: impl ToString) -> ConfigError {
+    ConfigError { key, problem: problem.to_string() }
+}
+
+/// Reads a chain name as operators write it.
+///
+/// # Errors
+/// Names no chain.
+pub fn parse_network(name: &str) -> Result<Network, ConfigError> {
+    match name {
+        "mainnet" | "main" => Ok(Network::Bitcoin),
+        other => Network::from_str(other).map_err(|_| bad("network", format!("{other:?} is not bitcoin, testnet, testnet4, signet or regtest"))),
+    }
+}
+
+/// `[node]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub rpc_url: Option<String>,
+    pub cookie_file: Option<PathBuf>,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    pub long_poll_secs: Option<u64>,
+    pub poll_interval_ms: Option<u64>,
+    pub template_refresh_secs: Option<u64>,
+    pub zmq_hashblock: Option<String>,
+}
+
+/// The node connection, checked.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub rpc_url: String,
+    pub auth: NodeAuth,
+    pub source: TemplateSourceConfig,
+}
+
+/// Whole seconds above zero.
+///
+/// # Errors
+/// Zero.
+pub fn secs(v: Option<u64>, default: u64, key: &'static str) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(bad(key, "must be above 0")),
+        s => Ok(Duration::from_secs(s)),
+    }
+}
+
+impl RawNode {
+    /// Checks the section for `network`.
+    ///
+    /// # Errors
+    /// The first bad value, with its key.
+    pub fn resolve(self, network: Network) -> Result<NodeConfig, ConfigError> {
+        let default_port = match network {
+            Network::Bitcoin => 8332,
+            Network::Testnet => 18332,
+            Network::Testnet4 => 48332,
+            Network::Signet => 38332,
+            _ => 18443,
+        };
+        let rpc_url = self.rpc_url.unwrap_or_else(|| format!("http://127.0.0.1:{default_port}"));
+        if !rpc_url.starts_with("http://") {
+            return Err(bad("node.rpc_url", "must start with http:// (the node serves plain HTTP)"));
+        }
+        let auth = match (self.cookie_file, self.rpc_user, self.rpc_password) {
+            (Some(_), Some(_), _) => return Err(bad("node.cookie_file", "give either cookie_file or rpc_user/rpc_password, not both")),
+            (Some(path), None, _) => NodeAuth::CookieFile(path),
+            (None, Some(user), Some(password)) => NodeAuth::UserPass { user, password },
+            (None, Some(_), None) => return Err(bad("node.rpc_password", "rpc_user needs rpc_password")),
+            (None, None, _) => NodeAuth::CookieFile(default_cookie(network)),
+        };
+        let zmq_hashblock = match self.zmq_hashblock {
+            Some(e) if !e.starts_with("tcp://") => {
+                return Err(bad("node.zmq_hashblock", format!("{e:?}: expected tcp://HOST:PORT as in the node's -zmqpubhashblock")))
+            }
+            other => other,
+        };
+        let source = TemplateSourceConfig {
+            network,
+            long_poll: secs(self.long_poll_secs, 20, "node.long_poll_secs")?,
+            poll_interval: Duration::from_millis(self.poll_interval_ms.unwrap_or(500).max(10)),
+            refresh_interval: secs(self.template_refresh_secs, 30, "node.template_refresh_secs")?,
+            zmq_hashblock,
+        };
+        Ok(NodeConfig { rpc_url, auth, source })
+    }
+}
+
+/// Bitcoin Core's cookie path in the default data directory.
+fn default_cookie(network: Network) -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let base = home.join(".bitcoin");
+    match network {
+        Network::Bitcoin => base.join(".cookie"),
+        Network::Testnet => base.join("testnet3/.cookie"),
+        Network::Testnet4 => base.join("testnet4/.cookie"),
+        Network::Signet => base.join("signet/.cookie"),
+        _ => base.join("regtest/.cookie"),
+    }
+}

@@ -1,0 +1,231 @@
+//! A Noise-encrypted SV2 connection: the handshake as responder or initiator, then frames in
+//! and out. Reading and writing are split so one task can read while another writes.
+
+use std::time::Duration;
+
+use binary_sv2::{GetSize, Serialize};
+use codec_sv2::{Decoded, Decrypted, Handshake, InitiatorSent, NoiseDecoder, NoiseEncoder, TransportDecryptState, TransportEncryptState};
+use framing_sv2::framing::MessageFrame;
+use noise_sv2::{Initiator, Responder, ELLSWIFT_ENCODING_SIZE, INITIATOR_EXPECTED_HANDSHAKE_MESSAGE_SIZE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::keys::{AuthorityKeypair, AuthorityPublicKey};
+
+/// What went wrong on an SV2 connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Sv2Error {
+    #[error("connection closed by the peer")]
+    Closed,
+    #[error("handshake not finished within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("noise handshake failed: {0}")]
+    Handshake(String),
+    #[error("frame could not be decrypted or decoded: {0}")]
+    Codec(String),
+    #[error("message could not be encoded: {0}")]
+    Encode(String),
+    #[error("unexpected message type 0x{0:02x}")]
+    Unexpected(u8),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn codec(e: codec_sv2::Error) -> Sv2Error {
+    Sv2Error::Codec(e.to_string())
+}
+
+/// One decrypted frame: its header fields and an owned payload to decode.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub msg_type: u8,
+    pub extension_type: u16,
+    pub payload: Vec<u8>,
+}
+
+/// The reading half.
+pub struct NoiseReader {
+    stream: OwnedReadHalf,
+    decoder: NoiseDecoder,
+    state: Option<TransportDecryptState>,
+}
+
+impl std::fmt::Debug for NoiseReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoiseReader")
+    }
+}
+
+impl NoiseReader {
+    /// Reads the next frame. Not cancel safe: run it in a task of its own when other work must
+    /// go on meanwhile.
+    ///
+    /// # Errors
+    /// [`Sv2Error::Closed`] at end of stream, a decryption failure, or the I/O error.
+    pub async fn recv(&mut self) -> Result<Frame, Sv2Error> {
+        loop {
+            let need = self.decoder.writable();
+            read_exact_or_closed(&mut self.stream, need).await?;
+            let state = self.state.take().ok_or_else(|| Sv2Error::Codec("decoder state lost after an earlier error".into()))?;
+            match self.decoder.next_transport_frame(state).map_err(codec)? {
+                Decrypted::Frame(mut frame, state) => {
+                    self.state = Some(state);
+                    let header = frame.header();
+                    return Ok(Frame {
+                        msg_type: header.msg_type(),
+                        extension_type: header.ext_type_without_channel_msg(),
+                        payload: frame.payload().to_vec(),
+                    });
+                }
+                Decrypted::Incomplete(_, state) => self.state = Some(state),
+            }
+        }
+    }
+}
+
+/// The writing half.
+pub struct NoiseWriter {
+    stream: OwnedWriteHalf,
+    encoder: NoiseEncoder,
+    state: TransportEncryptState,
+}
+
+impl std::fmt::Debug for NoiseWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoiseWriter")
+    }
+}
+
+impl NoiseWriter {
+    /// Encrypts and sends one message.
+    ///
+    /// # Errors
+    /// A message that cannot be framed, or the I/O error.
+    pub async fn send<T: Serialize + GetSize>(&mut self, message: T, msg_type: u8, channel_msg: bool) -> Result<(), Sv2Error> {
+        let frame = MessageFrame::from_message(message, msg_type, 0, channel_msg).map_err(|e| Sv2Error::Encode(format!("{e:?}")))?;
+        let bytes = self.encoder.encode_transport(frame, &mut self.state).map_err(codec)?;
+        self.stream.write_all(bytes.as_ref()).await?;
+        Ok(())
+    }
+}
+
+async fn read_exact_or_closed(stream: &mut OwnedReadHalf, buf: &mut [u8]) -> Result<(), Sv2Error> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Sv2Error::Closed),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the responder side of the handshake on an accepted socket.
+///
+/// # Errors
+/// A handshake that fails or does not finish within `timeout`.
+pub async fn accept(stream: TcpStream, keys: &AuthorityKeypair, cert_validity: Duration, timeout: Duration) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
+    let responder = Responder::from_authority_kp(&keys.public().to_bytes(), &keys.secret_bytes(), cert_validity)
+        .map_err(|e| Sv2Error::Handshake(format!("{e:?}")))?;
+    tokio::time::timeout(timeout, async move {
+        let _ = stream.set_nodelay(true);
+        let (mut r, mut w) = stream.into_split();
+        let mut decoder = NoiseDecoder::new();
+        let mut encoder = NoiseEncoder::new();
+        let theirs = loop {
+            match decoder.next_handshake_frame::<Responder>().map_err(codec)? {
+                Decoded::Frame(m) => break m,
+                Decoded::Incomplete(_) => read_exact_or_closed(&mut r, decoder.writable()).await?,
+            }
+        };
+        let theirs: [u8; ELLSWIFT_ENCODING_SIZE] =
+            theirs.payload().try_into().map_err(|_| Sv2Error::Handshake("short ephemeral key".into()))?;
+        let (reply, transport) = Handshake::responder(responder).step_1(theirs).map_err(|e| Sv2Error::Handshake(e.to_string()))?;
+        w.write_all(encoder.encode_handshake(reply).as_ref()).await?;
+        let (enc, dec) = transport.split();
+        Ok((
+            NoiseReader { stream: r, decoder, state: Some(dec) },
+            NoiseWriter { stream: w, encoder, state: enc },
+        ))
+    })
+    .await
+    .map_err(|_| Sv2Error::HandshakeTimeout(timeout))?
+}
+
+/// Runs the initiator side of the handshake, pinning `authority` (the responder's certificate
+/// must be signed by it and valid now).
+///
+/// # Errors
+/// A certificate not signed by the pinned key or out of its validity window, a handshake that
+/// fails, or one that does not finish within `timeout`.
+pub async fn connect(stream: TcpStream, authority: AuthorityPublicKey, timeout: Duration) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
+    let initiator = Initiator::from_raw_k(authority.to_bytes()).map_err(|e| Sv2Error::Handshake(format!("{e:?}")))?;
+    tokio::time::timeout(timeout, async move {
+        let _ = stream.set_nodelay(true);
+        let (mut r, mut w) = stream.into_split();
+        let mut decoder = NoiseDecoder::new();
+        let mut encoder = NoiseEncoder::new();
+        let (first, sent) = Handshake::initiator(initiator).step_0().map_err(|e| Sv2Error::Handshake(e.to_string()))?;
+        w.write_all(encoder.encode_handshake(first).as_ref()).await?;
+        let reply = loop {
+            match decoder.next_handshake_frame::<InitiatorSent>().map_err(codec)? {
+                Decoded::Frame(m) => break m,
+                Decoded::Incomplete(_) => read_exact_or_closed(&mut r, decoder.writable()).await?,
+            }
+        };
+        let reply: [u8; INITIATOR_EXPECTED_HANDSHAKE_MESSAGE_SIZE] =
+            reply.payload().try_into().map_err(|_| Sv2Error::Handshake("short handshake reply".into()))?;
+        let transport = sent
+            .step_2(reply)
+            .map_err(|e| Sv2Error::Handshake(format!("the responder's certificate is not valid for the pinned authority key: {e}")))?;
+        let (enc, dec) = transport.split();
+        Ok((
+            NoiseReader { stream: r, decoder, state: Some(dec) },
+            NoiseWriter { stream: w, encoder, state: enc },
+        ))
+    })
+    .await
+    .map_err(|_| Sv2Error::HandshakeTimeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common_messages_sv2::SetupConnectionSuccess;
+
+    #[tokio::test]
+    async fn handshake_and_frames_over_loopback() {
+        let keys = AuthorityKeypair::generate();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_keys = keys.clone();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = accept(s, &server_keys, Duration::from_secs(60), Duration::from_secs(5)).await.unwrap();
+            let f = r.recv().await.unwrap();
+            w.send(SetupConnectionSuccess { used_version: 2, flags: 7 }, 0x01, false).await.unwrap();
+            f
+        });
+        let (mut r, mut w) = connect(TcpStream::connect(addr).await.unwrap(), keys.public(), Duration::from_secs(5)).await.unwrap();
+        w.send(SetupConnectionSuccess { used_version: 2, flags: 3 }, 0x01, false).await.unwrap();
+        let mut reply = r.recv().await.unwrap();
+        let got: SetupConnectionSuccess = binary_sv2::from_bytes(&mut reply.payload).unwrap();
+        assert_eq!((reply.msg_type, got.flags), (0x01, 7));
+        let mut seen = server.await.unwrap();
+        let got: SetupConnectionSuccess = binary_sv2::from_bytes(&mut seen.payload).unwrap();
+        assert_eq!(got.flags, 3);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_pinned_key_is_refused() {
+        let keys = AuthorityKeypair::generate();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let _ = accept(s, &keys, Duration::from_secs(60), Duration::from_secs(5)).await;
+        });
+        let other = AuthorityKeypair::generate().public();
+        let err = connect(TcpStream::connect(addr).await.unwrap(), other, Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("pinned authority key"), "{err}");
+    }
+}
