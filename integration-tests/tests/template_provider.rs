@@ -14,6 +14,7 @@ use sv1_miner::{Dialect, MinerConfig, MinerHandle};
 use template_provider::config::RawNode;
 use template_provider::server::{Provider, ProviderConfig, RawProviderConfig, RawServer};
 use template_provider::sv2::AuthorityKeypair;
+use template_provider::template::policy::PolicyConfig;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,15 @@ async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(f: F)
 }
 
 async fn start_provider(node: &BitcoinNode, keys: &AuthorityKeypair, blocks: &std::path::Path) -> anyhow::Result<Provider> {
+    start_provider_with_policy(node, keys, blocks, Default::default()).await
+}
+
+async fn start_provider_with_policy(
+    node: &BitcoinNode,
+    keys: &AuthorityKeypair,
+    blocks: &std::path::Path,
+    policy: PolicyConfig,
+) -> anyhow::Result<Provider> {
     let raw = RawProviderConfig {
         network: Some("regtest".into()),
         node: RawNode {
@@ -39,6 +49,7 @@ async fn start_provider(node: &BitcoinNode, keys: &AuthorityKeypair, blocks: &st
             blocks_dir: Some(blocks.to_path_buf()),
             ..Default::default()
         },
+        policy,
     };
     Provider::start(ProviderConfig::from_raw(raw)?).await
 }
@@ -144,6 +155,69 @@ async fn wrong_authority_key_is_refused() -> anyhow::Result<()> {
         });
         let err = start_proxy(raw).await.expect_err("a provider signed by another key is refused");
         assert!(format!("{err:#}").contains("pinned authority key"), "{err:#}");
+        provider.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Outcome 4 through the provider: a transaction the farm excludes, and its child, never
+/// appear in a block mined through it, while the others do; every block is accepted (so every
+/// filtered template was valid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::Result<()> {
+    with_timeout(async {
+        init_tracing();
+        let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
+        let mut wallet = TestWallet::new();
+        wallet.fund(&node, 125).await?;
+        let fee = Amount::from_sat(3_000);
+        let excluded = wallet.send_self(&node, fee).await?;
+        let out = wallet.utxos().iter().find(|u| u.outpoint.txid == excluded).cloned().expect("parent output");
+        let child = wallet.send_with_inputs(&node, &[out.outpoint], &[(wallet.script_pubkey().clone(), out.value - fee)], fee).await?;
+        let kept = wallet.send_self(&node, fee).await?;
+
+        let tp_dir = tempfile::tempdir()?;
+        let keys = AuthorityKeypair::generate();
+        let policy = PolicyConfig { exclude_txids: vec![excluded.to_string()], ..Default::default() };
+        let provider = start_provider_with_policy(&node, &keys, tp_dir.path(), policy).await?;
+        let payout = TestWallet::new();
+        let dir = tempfile::tempdir()?;
+        let mut raw = solo_config(&node, payout.address(), dir.path());
+        raw.template_provider = Some(RawTemplateProvider {
+            address: Some(provider.local_addr().to_string()),
+            authority_public_key: Some(keys.public().to_string()),
+        });
+        let proxy = start_proxy(raw).await?;
+        let (start, _) = node.tip().await?;
+        let shutdown = CancellationToken::new();
+        let _miners: Vec<MinerHandle> = [Dialect::Braiins, Dialect::Whatsminer].iter().map(|&d| miner(proxy.local_addr(), d, &shutdown)).collect();
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut kept_mined = false;
+        let mut blocks_after_kept = 0;
+        while Instant::now() < deadline && blocks_after_kept < 5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (tip, _) = node.tip().await?;
+            blocks_after_kept = 0;
+            kept_mined = false;
+            for h in start + 1..=tip {
+                let b = block_at(&node, h).await?;
+                let ids: Vec<Txid> = b.txdata.iter().map(|t| t.compute_txid()).collect();
+                assert!(!ids.contains(&excluded), "excluded transaction mined at height {h}");
+                assert!(!ids.contains(&child), "child of the excluded transaction mined at height {h}");
+                if kept_mined {
+                    blocks_after_kept += 1;
+                }
+                kept_mined |= ids.contains(&kept);
+            }
+        }
+        assert!(kept_mined, "the transaction the policy keeps is mined");
+        assert!(blocks_after_kept >= 5, "several more blocks were mined with the excluded pair still waiting");
+        let mempool: Vec<Txid> = node.rpc_as("getrawmempool", json!([])).await?;
+        assert!(mempool.contains(&excluded) && mempool.contains(&child), "the excluded pair is still in the mempool, just not mined");
+        shutdown.cancel();
+        proxy.shutdown().await;
         provider.shutdown().await;
         Ok(())
     })

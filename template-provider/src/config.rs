@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::node::rpc::NodeAuth;
 use crate::source::TemplateSourceConfig;
+use crate::template::policy::{Policy, PolicyConfig};
 
 /// A key with a bad value, named as in the file.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,21 @@ impl RawNode {
     /// # Errors
     /// The first bad value, with its key.
     pub fn resolve(self, network: Network) -> Result<NodeConfig, ConfigError> {
+        self.resolve_with_policy(network, PolicyConfig::default())
+    }
+
+    /// Checks the section together with the farm's `[policy]`.
+    ///
+    /// # Errors
+    /// The first bad value, with its key.
+    pub fn resolve_with_policy(self, network: Network, policy: PolicyConfig) -> Result<NodeConfig, ConfigError> {
+        let fee = policy.prioritise_fee_sat.unwrap_or(100_000_000);
+        let prioritise = policy
+            .prioritise_txids
+            .iter()
+            .map(|t| t.parse::<bitcoin::Txid>().map(|t| (t, fee)).map_err(|e| bad("policy.prioritise_txids", format!("{t:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = Policy::try_from(policy).map_err(|e| bad("policy", e))?;
         let default_port = match network {
             Network::Bitcoin => 8332,
             Network::Testnet => 18332,
@@ -104,6 +120,8 @@ impl RawNode {
             poll_interval: Duration::from_millis(self.poll_interval_ms.unwrap_or(500).max(10)),
             refresh_interval: secs(self.template_refresh_secs, 30, "node.template_refresh_secs")?,
             zmq_hashblock,
+            policy,
+            prioritise,
         };
         Ok(NodeConfig { rpc_url, auth, source })
     }

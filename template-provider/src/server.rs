@@ -28,6 +28,8 @@ pub struct RawProviderConfig {
     pub node: RawNode,
     #[serde(default)]
     pub server: RawServer,
+    #[serde(default)]
+    pub policy: crate::template::policy::PolicyConfig,
 }
 
 /// `[server]` as written.
@@ -59,7 +61,7 @@ impl ProviderConfig {
     /// The first bad value, with its key.
     pub fn from_raw(raw: RawProviderConfig) -> Result<Self, ConfigError> {
         let network = parse_network(raw.network.as_deref().unwrap_or("bitcoin"))?;
-        let node = raw.node.resolve(network)?;
+        let node = raw.node.resolve_with_policy(network, raw.policy)?;
         let s = raw.server;
         let listen_s = s.listen.unwrap_or_else(|| "127.0.0.1:8442".into());
         let listen = SocketAddr::from_str(&listen_s).map_err(|e| bad("server.listen", format!("{listen_s:?}: {e}")))?;

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::node::core_chain_name;
 use crate::node::gbt::BlockTemplateReply;
 use crate::node::rpc::{RpcClient, RpcError, RPC_METHOD_NOT_FOUND};
+use crate::template::policy::Policy;
 use crate::template::{NextBlock, Template, TemplateId, TemplateKind};
 
 /// How the source watches the node.
@@ -40,6 +41,10 @@ pub struct TemplateSourceConfig {
     pub refresh_interval: Duration,
     /// The node's ZMQ `hashblock` publisher (`-zmqpubhashblock`), e.g. `tcp://127.0.0.1:28332`.
     pub zmq_hashblock: Option<String>,
+    /// The farm's transaction policy, applied to every template the node gives.
+    pub policy: Policy,
+    /// Txids the node is asked to rank first, with the fee bonus in satoshis.
+    pub prioritise: Vec<(bitcoin::Txid, i64)>,
 }
 
 impl Default for TemplateSourceConfig {
@@ -50,6 +55,8 @@ impl Default for TemplateSourceConfig {
             poll_interval: Duration::from_millis(500),
             refresh_interval: Duration::from_secs(30),
             zmq_hashblock: None,
+            policy: Policy::default(),
+            prioritise: Vec::new(),
         }
     }
 }
@@ -139,6 +146,43 @@ impl TemplateSource {
         Ok(info)
     }
 
+    /// The farm's policy on a node template. A template the policy cannot filter safely (a
+    /// fee the node did not report) is refused as a whole and replaced by the empty block on
+    /// the same tip, which never carries a transaction the farm excluded.
+    fn apply_policy(&self, template: Template) -> Template {
+        if self.config.policy.is_empty() {
+            return template;
+        }
+        match self.config.policy.apply_with_report(&template) {
+            Ok(outcome) => {
+                for r in &outcome.removed {
+                    debug!(txid = %r.txid, reason = ?r.reason, "policy removed a transaction");
+                }
+                if !outcome.removed.is_empty() {
+                    info!(height = template.height, removed = outcome.removed.len(), "farm policy applied to the template");
+                }
+                outcome.template.unwrap_or(template)
+            }
+            Err(e) => {
+                warn!(error = %e, "farm policy cannot filter this template; mining an empty block instead");
+                let next = NextBlock { prev_hash: template.prev_hash, height: template.height, bits: template.bits, min_time: template.min_time };
+                Template::empty_on_tip(template.id, template.network, &next, template.version, template.cur_time)
+            }
+        }
+    }
+
+    /// Tells the node which transactions the farm wants first.
+    ///
+    /// # Errors
+    /// When the node refuses a call.
+    pub async fn prioritise(&self) -> Result<(), RpcError> {
+        for (txid, fee) in &self.config.prioritise {
+            let _: serde_json::Value = self.rpc.call("prioritisetransaction", json!([txid.to_string(), 0, fee])).await?;
+            info!(%txid, fee_sat = fee, "asked the node to rank a transaction first");
+        }
+        Ok(())
+    }
+
     fn next_id(&self) -> TemplateId {
         TemplateId::new(self.ids.fetch_add(1, Ordering::Relaxed))
     }
@@ -175,7 +219,7 @@ impl TemplateSource {
                 method: "getblocktemplate".into(),
                 detail: e.to_string(),
             })?;
-        Ok((template, next_poll))
+        Ok((self.apply_policy(template), next_poll))
     }
 
     /// Starts the watchers; the returned receiver always holds the newest template.
@@ -189,6 +233,7 @@ impl TemplateSource {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<watch::Receiver<Arc<Template>>, RpcError> {
+        self.prioritise().await?;
         let (first, longpoll_id) = self.fetch_template(None).await?;
         info!(height = first.height, txs = first.txs.len(), fees = %first.fees(), "first template from the node");
         let tip = first.prev_hash;

@@ -71,7 +71,7 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let network = parse_network(raw.network.as_deref().unwrap_or("bitcoin"))?;
 
-        let node = raw.node.resolve(network)?;
+        let node = raw.node.resolve_with_policy(network, raw.policy)?;
 
         let c = raw.coinbase;
         let payout = match (c.payout_address, c.payout_descriptor) {

@@ -21,6 +21,9 @@ pub struct RawConfig {
     pub vardiff: RawVardiff,
     #[serde(default)]
     pub solo: RawSolo,
+    /// The farm's transaction policy.
+    #[serde(default)]
+    pub policy: template_provider::template::policy::PolicyConfig,
     /// An external SV2 Template Provider instead of the node's RPC.
     pub template_provider: Option<RawTemplateProvider>,
 }

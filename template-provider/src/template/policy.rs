@@ -579,6 +579,11 @@ pub struct PolicyConfig {
     pub min_feerate: Option<f64>,
     /// Block weight kept free beyond Core's 4,000 for the coinbase.
     pub weight_reserve: u64,
+    /// Txids to mine first: the node is told once at start (`prioritisetransaction`), so its
+    /// own block assembly ranks them as if they paid this much more fee.
+    pub prioritise_txids: Vec<String>,
+    /// The fee bonus for `prioritise_txids`, in satoshis (default 1 BTC: top of any block).
+    pub prioritise_fee_sat: Option<i64>,
 }
 
 /// A bad value in a [`PolicyConfig`].
