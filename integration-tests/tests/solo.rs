@@ -383,10 +383,11 @@ async fn misbehaving_clients_are_answered_or_cut_off_alone() -> anyhow::Result<(
             r#"{{"id":10,"method":"mining.submit","params":["raw.1","{}","{}","{:08x}","{:08x}"]}}"#,
             job.job_id, hex::encode(&en2), job.ntime, nonce
         );
-        c.send(&submit).await?;
+        // Both in one write: the honest miner may move the tip at any moment, and lines already
+        // sent are judged against the jobs the miner had.
+        c.send(&format!("{submit}\n{}", submit.replace("\"id\":10", "\"id\":11"))).await?;
         let ok = c.recv_until(|v| v["id"] == 10).await?;
         assert_eq!(ok["result"], true, "valid share accepted: {ok}");
-        c.send(&submit.replace("\"id\":10", "\"id\":11")).await?;
         let dup = c.recv_until(|v| v["id"] == 11).await?;
         assert_eq!(dup["error"][0], 22, "duplicate answered as such: {dup}");
 
@@ -396,10 +397,11 @@ async fn misbehaving_clients_are_answered_or_cut_off_alone() -> anyhow::Result<(
         assert_eq!(unknown["error"][1], "job not found", "{unknown}");
 
         // A stale job: the node moves on, the old job id is answered "stale".
-        let new_tip = node.mine_to(1, wallet.address()).await?[0];
+        node.mine_to(1, wallet.address()).await?;
+        let old_prev = job.prevhash;
         c.recv_until(|v| {
             v["method"] == "mining.notify"
-                && sv1_miner::Job::from_notify_params(&v["params"]).map(|j| j.prevhash == new_tip && j.clean).unwrap_or(false)
+                && sv1_miner::Job::from_notify_params(&v["params"]).map(|j| j.prevhash != old_prev && j.clean).unwrap_or(false)
         })
         .await?;
         c.send(&submit.replace("\"id\":10", "\"id\":13")).await?;
@@ -411,7 +413,7 @@ async fn misbehaving_clients_are_answered_or_cut_off_alone() -> anyhow::Result<(
         assert!(wait_until(Duration::from_secs(30), || async { honest.stats.snapshot().shares_accepted > before }).await, "honest miner keeps mining");
         let s = proxy.stats();
         assert_eq!(s.rejected_for(jd_proxy::share::Reject::Duplicate), 1);
-        assert_eq!(s.rejected_for(jd_proxy::share::Reject::StaleJob), 1);
+        assert!(s.rejected_for(jd_proxy::share::Reject::StaleJob) >= 1);
         shutdown.cancel();
         proxy.shutdown().await;
         Ok(())

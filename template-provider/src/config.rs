@@ -48,6 +48,15 @@ pub struct RawNode {
     pub poll_interval_ms: Option<u64>,
     pub template_refresh_secs: Option<u64>,
     pub zmq_hashblock: Option<String>,
+    /// A same-tip template goes to miners only when fees in reach rose by this much (sats).
+    pub fee_threshold_sat: Option<u64>,
+    /// ... and not more often than this.
+    pub min_template_interval_secs: Option<u64>,
+    /// Where templates come from: `"rpc"` (getblocktemplate, the default) or `"ipc"` (Bitcoin
+    /// Core 30+ `bitcoin-node -ipcbind=unix`; blocks are still submitted over RPC).
+    pub backend: Option<String>,
+    /// The node's IPC socket (`<datadir>/<chain>/node.sock`), required with `backend = "ipc"`.
+    pub ipc_socket: Option<PathBuf>,
 }
 
 /// The node connection, checked.
@@ -56,6 +65,17 @@ pub struct NodeConfig {
     pub rpc_url: String,
     pub auth: NodeAuth,
     pub source: TemplateSourceConfig,
+    /// Where templates come from; RPC stays in use for checks and block submission either way.
+    pub backend: NodeBackend,
+}
+
+/// The template backend, `[node] backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeBackend {
+    /// `getblocktemplate` long polling over JSON-RPC.
+    Rpc,
+    /// Bitcoin Core 30+ IPC (Cap'n Proto over a UNIX socket).
+    Ipc(crate::node::ipc::IpcConfig),
 }
 
 /// Whole seconds above zero.
@@ -122,8 +142,32 @@ impl RawNode {
             zmq_hashblock,
             policy,
             prioritise,
+            updates: crate::source::UpdatePolicy {
+                fee_threshold: bitcoin::Amount::from_sat(self.fee_threshold_sat.unwrap_or(1_000)),
+                min_interval: Duration::from_secs(self.min_template_interval_secs.unwrap_or(5)),
+            },
         };
-        Ok(NodeConfig { rpc_url, auth, source })
+        let backend = match (self.backend.as_deref().unwrap_or("rpc"), self.ipc_socket) {
+            ("rpc", None) => NodeBackend::Rpc,
+            ("rpc", Some(_)) => return Err(bad("node.ipc_socket", "is set but node.backend is \"rpc\"; set backend = \"ipc\" to take templates over IPC")),
+            ("ipc", None) => {
+                return Err(bad("node.ipc_socket", "required with backend = \"ipc\": the node's -ipcbind=unix socket, <datadir>/<chain>/node.sock"))
+            }
+            ("ipc", Some(socket)) => {
+                let min_interval = self.min_template_interval_secs.unwrap_or(5);
+                if min_interval > 255 {
+                    return Err(bad("node.min_template_interval_secs", "at most 255 with backend = \"ipc\""));
+                }
+                NodeBackend::Ipc(crate::node::ipc::IpcConfig {
+                    socket,
+                    network,
+                    fee_threshold_sat: self.fee_threshold_sat.unwrap_or(1_000),
+                    min_interval: Duration::from_secs(min_interval),
+                })
+            }
+            (other, _) => return Err(bad("node.backend", format!("{other:?}: expected \"rpc\" or \"ipc\""))),
+        };
+        Ok(NodeConfig { rpc_url, auth, source, backend })
     }
 }
 

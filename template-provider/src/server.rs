@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::blocks::BlockSubmitter;
-use crate::config::{bad, parse_network, secs, ConfigError, NodeConfig, RawNode};
+use crate::config::{bad, parse_network, secs, ConfigError, NodeBackend, NodeConfig, RawNode};
 use crate::node::rpc::RpcClient;
 use crate::source::TemplateSource;
 use crate::sv2::AuthorityKeypair;
@@ -109,7 +109,16 @@ impl Provider {
         let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
         let chain = source.check_node().await?;
         info!(chain = %chain.chain, height = chain.blocks, "node ready");
-        let templates = source.spawn(&tracker, shutdown.clone()).await?;
+        let templates = match &config.node.backend {
+            NodeBackend::Rpc => source.spawn(&tracker, shutdown.clone()).await?,
+            // Templates over IPC; RPC keeps checking the node (above), ranking the farm's
+            // transactions and submitting blocks (below): submitblock gives the node's verdict.
+            NodeBackend::Ipc(ipc) => {
+                source.prioritise().await?;
+                info!(socket = %ipc.socket.display(), "templates from the node over IPC");
+                crate::node::ipc::spawn(ipc.clone(), config.node.source.policy.clone(), &tracker, shutdown.clone()).await?
+            }
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.listen))?;

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{BlockHash, CompactTarget, Network};
 use serde::Deserialize;
@@ -45,6 +45,8 @@ pub struct TemplateSourceConfig {
     pub policy: Policy,
     /// Txids the node is asked to rank first, with the fee bonus in satoshis.
     pub prioritise: Vec<(bitcoin::Txid, i64)>,
+    /// When a same-tip template replaces the published one.
+    pub updates: UpdatePolicy,
 }
 
 impl Default for TemplateSourceConfig {
@@ -57,6 +59,7 @@ impl Default for TemplateSourceConfig {
             zmq_hashblock: None,
             policy: Policy::default(),
             prioritise: Vec::new(),
+            updates: UpdatePolicy::default(),
         }
     }
 }
@@ -303,6 +306,7 @@ async fn publish(
     out: watch::Sender<Arc<Template>>,
     shutdown: CancellationToken,
 ) {
+    let mut last_update = Instant::now();
     loop {
         let update = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -325,20 +329,60 @@ async fn publish(
                 }
             }
             Update::Full(t) => {
-                if t.height < current.height {
-                    debug!(height = t.height, "dropping a template for an older height");
-                    continue;
+                match decide(&current, &t, last_update.elapsed(), &source.config.updates) {
+                    Decision::Drop(why) => {
+                        debug!(height = t.height, fees = %t.fees(), why, "template not published");
+                        continue;
+                    }
+                    Decision::NewTip => info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "new template"),
+                    Decision::Update => info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template update: more fees in reach"),
                 }
-                let new_tip = t.prev_hash != current.prev_hash;
-                if new_tip || current.kind == TemplateKind::Empty {
-                    info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "new template");
-                } else {
-                    debug!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template update");
-                }
+                last_update = Instant::now();
                 out.send_replace(Arc::new(t));
             }
         }
     }
+}
+
+/// When a same-tip template is worth sending to miners: every update makes every ASIC switch
+/// jobs, so only a real gain in fees counts, and not more often than the interval allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdatePolicy {
+    /// Fees must rise by at least this much over the published template.
+    pub fee_threshold: bitcoin::Amount,
+    /// Same-tip updates at most this often. New tips are never delayed.
+    pub min_interval: Duration,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy { fee_threshold: bitcoin::Amount::from_sat(1_000), min_interval: Duration::from_secs(5) }
+    }
+}
+
+/// What the publisher does with a full template from the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    NewTip,
+    Update,
+    Drop(&'static str),
+}
+
+/// Decides on `new` given the published `current`.
+pub fn decide(current: &Template, new: &Template, since_last: Duration, policy: &UpdatePolicy) -> Decision {
+    if new.height < current.height {
+        return Decision::Drop("older height");
+    }
+    if new.prev_hash != current.prev_hash || current.kind == TemplateKind::Empty {
+        return Decision::NewTip;
+    }
+    if new.fees() < current.fees() + policy.fee_threshold {
+        return Decision::Drop("fee gain below the threshold");
+    }
+    if since_last < policy.min_interval {
+        return Decision::Drop("rate limited");
+    }
+    Decision::Update
 }
 
 /// Long-polls `getblocktemplate`; falls back to a plain fetch every refresh interval.
@@ -473,5 +517,45 @@ pub(crate) async fn report_tip(
             warn!(error = %e, %hash, "cannot read the new tip's header");
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::TemplateTx;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, BlockHash, Network, Txid, Wtxid};
+
+    fn template(prev: u8, height: u32, fees: u64, kind: TemplateKind) -> Template {
+        let tx = TemplateTx { txid: Txid::all_zeros(), wtxid: Wtxid::all_zeros(), data: vec![], fee: Some(Amount::from_sat(fees)), weight: 400, depends: vec![] };
+        Template {
+            id: TemplateId::new(1),
+            kind,
+            network: Network::Regtest,
+            height,
+            prev_hash: BlockHash::from_byte_array([prev; 32]),
+            version: 0x2000_0000,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            min_time: 0,
+            cur_time: 0,
+            coinbase_value: Amount::from_sat(5_000_000_000 + fees),
+            witness_commitment: None,
+            txs: Arc::new(vec![tx]),
+            merkle_path: vec![],
+        }
+    }
+
+    #[test]
+    fn new_tips_always_pass_and_updates_need_fees_and_time() {
+        let p = UpdatePolicy { fee_threshold: Amount::from_sat(1_000), min_interval: Duration::from_secs(5) };
+        let cur = template(1, 100, 5_000, TemplateKind::Full);
+        let long = Duration::from_secs(60);
+        assert_eq!(decide(&cur, &template(2, 101, 0, TemplateKind::Full), Duration::ZERO, &p), Decision::NewTip);
+        assert_eq!(decide(&template(1, 100, 0, TemplateKind::Empty), &cur, Duration::ZERO, &p), Decision::NewTip);
+        assert_eq!(decide(&cur, &template(1, 100, 5_999, TemplateKind::Full), long, &p), Decision::Drop("fee gain below the threshold"));
+        assert_eq!(decide(&cur, &template(1, 100, 6_000, TemplateKind::Full), long, &p), Decision::Update);
+        assert_eq!(decide(&cur, &template(1, 100, 9_000, TemplateKind::Full), Duration::from_secs(1), &p), Decision::Drop("rate limited"));
+        assert_eq!(decide(&cur, &template(0, 99, 9_000, TemplateKind::Full), long, &p), Decision::Drop("older height"));
     }
 }

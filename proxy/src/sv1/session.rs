@@ -100,7 +100,10 @@ impl Session {
             } else {
                 cfg.first_message_timeout
             };
+            // Lines already received are handled before a job switch: the miner sent them
+            // while it still worked on the old job.
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break "proxy shutting down".into(),
                 read = tokio::time::timeout(read_timeout, self.conn.read_line()) => match read {
                     Err(_) => break format!("no message for {}s", read_timeout.as_secs()),

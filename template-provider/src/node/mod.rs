@@ -1,6 +1,7 @@
 //! Node backends: how templates and tips come in and how blocks go out.
 
 pub mod gbt;
+pub mod ipc;
 pub mod rpc;
 pub mod zmq;
 
