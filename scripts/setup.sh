@@ -17,3 +17,6 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 
 bin_dir=$(scripts/bitcoin-core.sh | tail -n1)
 echo "Bitcoin Core binaries: $bin_dir"
+# The Stratum V2 reference implementation's pool and translator: real peers for interop tests.
+sv2_dir=$(scripts/sv2-peers.sh | tail -n1)
+echo "SV2 reference binaries: $sv2_dir"

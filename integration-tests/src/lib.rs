@@ -2,4 +2,5 @@
 
 pub mod node;
 pub mod proxy;
+pub mod sv2_peers;
 pub mod wallet;
