@@ -72,6 +72,12 @@ impl Config {
         let network = parse_network(raw.network.as_deref().unwrap_or("bitcoin"))?;
 
         let node = raw.node.resolve_with_policy(network, raw.policy)?;
+        if !matches!(node.backend, template_provider::config::NodeBackend::Rpc) {
+            return Err(bad(
+                "node.backend",
+                "jd-proxy reads the node over RPC; for Bitcoin Core IPC run template-provider with backend = \"ipc\" and point [template_provider] at it",
+            ));
+        }
 
         let c = raw.coinbase;
         let payout = match (c.payout_address, c.payout_descriptor) {

@@ -21,8 +21,9 @@
 //! template stays published, and the thread reconnects with backoff.
 //!
 //! Template ids are the IPC stream's ids, offset after a reconnect (the runtime restarts at 0)
-//! so they keep increasing for the life of the process. The IPC interface does not say what
-//! each transaction pays (`fee: None`): a policy that must remove a transaction therefore
+//! so they keep increasing for the life of the process. The Template Distribution stream does
+//! not say what each transaction pays (`fee: None`; Core's `BlockTemplate.getTxFees` is not
+//! passed through by `bitcoin_core_sv2`): a policy that must remove a transaction therefore
 //! cannot correct the coinbase value, and such a template is refused (logged as an error,
 //! nothing new published), never mined unfiltered.
 
@@ -370,7 +371,7 @@ impl Driver {
                 }
                 Step::Refused(Refusal::Policy(e)) => error!(
                     reason = %e,
-                    "farm policy cannot be applied to the node's template over IPC (it does not report transaction fees); nothing new published, miners keep the last template"
+                    "farm policy cannot be applied to the node's template over IPC (the stream carries no per-transaction fees); nothing new published, miners keep the last template"
                 ),
                 Step::Closed => {
                     if !stop.is_cancelled() {
