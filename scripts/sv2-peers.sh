@@ -10,8 +10,10 @@
 #                   nothing is built
 #   JD_CACHE_DIR    cache root (default ~/.cache/jd-proxy)
 #
-# Progress goes to stderr; stdout's last line is the bin directory. Each build takes about 5 minutes
-# on 2 cores; the two run one after the other and share one build directory.
+# Progress goes to stderr; stdout's last line is the bin directory. The two builds run one after the
+# other and share one build directory: about 5 minutes each on 2 idle cores, measured 45 minutes for
+# both on 2 cores shared with other builds. Run it in the background and poll if your shell has a
+# time limit.
 set -euo pipefail
 
 POOL_VERSION=0.7.0
@@ -61,7 +63,7 @@ install_one() { # crate version binary
     echo "$3 already in $OUT" >&2
     return 0
   fi
-  echo "building $1 $2 into $ROOT (about 5 minutes on 2 cores)" >&2
+  echo "building $1 $2 into $ROOT (about 5 minutes on 2 idle cores)" >&2
   CARGO_TARGET_DIR=$BUILD cargo install --locked --root "$ROOT" "$1" --version "$2" >&2
 }
 install_one pool_sv2 "$POOL_VERSION" pool_sv2

@@ -103,7 +103,8 @@ pub fn sv2_bin_dir() -> anyhow::Result<PathBuf> {
         _ => bail!(
             "Stratum V2 reference binaries ({POOL_BIN} {POOL_SV2_VERSION}, {TRANSLATOR_BIN} \
              {TRANSLATOR_SV2_VERSION}) not found (looked in ${SV2_BIN_DIR_ENV}, unset, and {}). \
-             Run `scripts/sv2-peers.sh` from the repository root to build them (about 10 minutes), \
+             Run `scripts/sv2-peers.sh` from the repository root to build them (once; 10 to 45 minutes \
+             on 2 cores), \
              or point {SV2_BIN_DIR_ENV} at a directory holding {POOL_BIN} and {TRANSLATOR_BIN}.",
             cached
                 .as_deref()
@@ -215,9 +216,16 @@ pub fn encode_public_key(key: &XOnlyPublicKey) -> String {
 pub fn decode_public_key(s: &str) -> anyhow::Result<XOnlyPublicKey> {
     let raw = bitcoin::base58::decode_check(s)
         .map_err(|e| anyhow!("public key {s:?} is not base58check: {e}"))?;
-    ensure!(raw.len() == 34, "public key {s:?}: {} bytes, want 34", raw.len());
+    ensure!(
+        raw.len() == 34,
+        "public key {s:?}: {} bytes, want 34",
+        raw.len()
+    );
     let version = u16::from_le_bytes([raw[0], raw[1]]);
-    ensure!(version == 1, "public key {s:?}: key version {version}, want 1");
+    ensure!(
+        version == 1,
+        "public key {s:?}: key version {version}, want 1"
+    );
     XOnlyPublicKey::from_slice(&raw[2..]).map_err(|e| anyhow!("public key {s:?}: {e}"))
 }
 
@@ -332,25 +340,37 @@ impl Peer {
         }
     }
 
-    /// Polls until `addr` accepts TCP connections (bounded).
-    async fn wait_port(&self, addr: SocketAddr, what: &str, deadline: Instant) -> anyhow::Result<()> {
-        let mut last = String::from("not tried");
+    /// Polls until something listens on `addr` (bounded).
+    ///
+    /// On Linux this reads the socket tables (`/proc/net/tcp`, `/proc/net/tcp6`) instead of
+    /// connecting, so the peer never sees a probe: a connect-and-close makes the pool log
+    /// `Noise handshake failed error=SocketClosed` and the translator register and drop a phantom
+    /// SV1 miner. Elsewhere it falls back to a TCP connect.
+    async fn wait_port(
+        &self,
+        addr: SocketAddr,
+        what: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         loop {
             self.check_alive(&format!("waiting for {what} on {addr}"))?;
-            match tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::net::TcpStream::connect(addr),
-            )
-            .await
-            {
-                Ok(Ok(_stream)) => return Ok(()),
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "connect timed out".into(),
-            }
+            let last = match is_listening(addr) {
+                Some(true) => return Ok(()),
+                Some(false) => "not listening yet".to_string(),
+                None => match tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                {
+                    Ok(Ok(_stream)) => return Ok(()),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "connect timed out".to_string(),
+                },
+            };
             if Instant::now() >= deadline {
                 return Err(self.failure(format!(
-                    "{what} on {addr} not accepting connections within {STARTUP_TIMEOUT:?} \
-                     (last: {last})"
+                    "{what} on {addr} not listening within {STARTUP_TIMEOUT:?} (last: {last})"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -388,10 +408,53 @@ impl Drop for Peer {
         if let Some(dir) = self.dir.take() {
             if std::env::var(KEEP_DIRS_ENV).is_ok_and(|v| v == "1") {
                 let path = dir.keep();
-                eprintln!("{KEEP_DIRS_ENV}=1: kept {} dir {}", self.name, path.display());
+                eprintln!(
+                    "{KEEP_DIRS_ENV}=1: kept {} dir {}",
+                    self.name,
+                    path.display()
+                );
             }
         }
     }
+}
+
+/// Whether a TCP socket is in LISTEN state on `addr` (or on the wildcard address, same port),
+/// from the kernel's socket tables. `None` when the tables cannot be read (not Linux).
+fn is_listening(addr: SocketAddr) -> Option<bool> {
+    const TCP_LISTEN: &str = "0A";
+    let port = format!("{:04X}", addr.port());
+    // The kernel prints each address as its in-memory 32-bit words in hex (host byte order).
+    let hex_words = |bytes: &[u8]| -> String {
+        bytes
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect()
+    };
+    let (table, wanted, any) = match addr {
+        SocketAddr::V4(a) => (
+            "/proc/net/tcp",
+            hex_words(&a.ip().octets()),
+            hex_words(&[0; 4]),
+        ),
+        SocketAddr::V6(a) => (
+            "/proc/net/tcp6",
+            hex_words(&a.ip().octets()),
+            hex_words(&[0; 16]),
+        ),
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    Some(text.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let (Some(_sl), Some(local), Some(_remote), Some(state)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        let Some((ip, p)) = local.rsplit_once(':') else {
+            return false;
+        };
+        state == TCP_LISTEN && p == port && (ip == wanted || ip == any)
+    }))
 }
 
 fn tail_file(path: &Path, max_bytes: u64) -> String {
@@ -666,7 +729,7 @@ impl std::fmt::Debug for PoolSv2 {
 
 impl PoolSv2 {
     /// Writes the config, starts `pool_sv2` on free loopback ports and waits (bounded) until the
-    /// mining port (and the JDS port, if enabled) accept connections and the pool has logged
+    /// mining port (and the JDS port, if enabled) are listening and the pool has logged
     /// [`POOL_READY_LOG`] (it has a template and a previous hash).
     pub async fn start(config: PoolSv2Config) -> anyhow::Result<Self> {
         ensure!(
@@ -705,7 +768,9 @@ impl PoolSv2 {
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         if let Some(jds) = self.jds {
-            self.peer.wait_port(jds, "the JDS listener", deadline).await?;
+            self.peer
+                .wait_port(jds, "the JDS listener", deadline)
+                .await?;
         }
         self.peer
             .wait_port(self.listen, "the mining listener", deadline)
@@ -894,11 +959,7 @@ impl TranslatorSv2Config {
         );
         t.push('\n');
         let _ = writeln!(t, "[[upstreams]]");
-        let _ = writeln!(
-            t,
-            "address = {}",
-            toml_str(&self.upstream.ip().to_string())
-        );
+        let _ = writeln!(t, "address = {}", toml_str(&self.upstream.ip().to_string()));
         let _ = writeln!(t, "port = {}", self.upstream.port());
         let _ = writeln!(t, "authority_pubkey = {}", toml_str(&self.authority_pubkey));
         let _ = writeln!(t, "user_identity = {}", toml_str(&self.user_identity));
@@ -926,7 +987,7 @@ impl std::fmt::Debug for TranslatorSv2 {
 
 impl TranslatorSv2 {
     /// Writes the config, starts `translator_sv2` with its SV1 listener on a free loopback port,
-    /// and waits (bounded) until that port accepts connections. The translator opens its SV1
+    /// and waits (bounded) until that port is listening. The translator opens its SV1
     /// listener only after the upstream connection (Noise handshake, `SetupConnection`) succeeded,
     /// so a ready translator is connected to its pool.
     pub async fn start(config: TranslatorSv2Config) -> anyhow::Result<Self> {
@@ -1058,6 +1119,17 @@ mod tests {
     }
 
     #[test]
+    fn listening_sockets_are_seen_without_connecting() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        if let Some(seen) = is_listening(addr) {
+            assert!(seen, "{addr} is listening");
+            drop(listener);
+            assert_eq!(is_listening(addr), Some(false), "{addr} closed");
+        }
+    }
+
+    #[test]
     fn toml_scalars() {
         assert_eq!(toml_str(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(toml_float(20_000.0), "20000.0");
@@ -1103,7 +1175,9 @@ mod tests {
         );
         assert!(!tp.jds);
         let t = tp.to_toml("127.0.0.1:1".parse().unwrap(), None);
-        assert!(t.contains("[template_provider_type.Sv2Tp]\naddress = \"127.0.0.1:8442\"\npublic_key = \"9auq\""));
+        assert!(t.contains(
+            "[template_provider_type.Sv2Tp]\naddress = \"127.0.0.1:8442\"\npublic_key = \"9auq\""
+        ));
         assert!(!t.contains("[jds]"));
     }
 }

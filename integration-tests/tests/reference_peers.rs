@@ -63,8 +63,11 @@ async fn run() -> anyhow::Result<()> {
     eprintln!("[{:>5.1?}] node up at height {PREMINE}", t0.elapsed());
 
     let payout = TestWallet::new();
-    let pool = PoolSv2::start(PoolSv2Config::new(TemplateSource::ipc(&node), payout.address()))
-        .await?;
+    let pool = PoolSv2::start(PoolSv2Config::new(
+        TemplateSource::ipc(&node),
+        payout.address(),
+    ))
+    .await?;
     eprintln!(
         "[{:>5.1?}] pool_sv2 ready: mining {}, JDS {:?}, authority {}",
         t0.elapsed(),
@@ -95,11 +98,10 @@ async fn run() -> anyhow::Result<()> {
     // Wait for the chain to rise and for both miners to have had shares accepted.
     let deadline = Instant::now() + MINING_TIMEOUT;
     let mining_started = Instant::now();
-    let mut height = start_height;
     loop {
         pool.ensure_running()?;
         tproxy.ensure_running()?;
-        height = node.tip().await?.0;
+        let height = node.tip().await?.0;
         let all_accepted = miners
             .iter()
             .all(|(_, m)| m.stats.snapshot().shares_accepted >= 1);
