@@ -30,16 +30,28 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(110);
 const TIP_DEADLINE: Duration = Duration::from_secs(2);
 const EXTRANONCE: [u8; 8] = [0u8; 8];
 
-async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, f).await.map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
+async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(
+    f: F,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
 }
 
 fn ipc_config(socket: &Path) -> IpcConfig {
-    IpcConfig { socket: socket.to_path_buf(), network: Network::Regtest, fee_threshold_sat: 1_000, min_interval: Duration::from_secs(1) }
+    IpcConfig {
+        socket: socket.to_path_buf(),
+        network: Network::Regtest,
+        fee_threshold_sat: 1_000,
+        min_interval: Duration::from_secs(1),
+    }
 }
 
 /// Waits (bounded) for the next published template; `None` when none came in time.
-async fn next_template(rx: &mut watch::Receiver<Arc<Template>>, within: Duration) -> Option<Arc<Template>> {
+async fn next_template(
+    rx: &mut watch::Receiver<Arc<Template>>,
+    within: Duration,
+) -> Option<Arc<Template>> {
     match tokio::time::timeout(within, rx.changed()).await {
         Ok(Ok(())) => Some(rx.borrow_and_update().clone()),
         _ => None,
@@ -60,14 +72,21 @@ async fn template_where(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if next_template(rx, left).await.is_none() && Instant::now() >= deadline {
-            anyhow::bail!("no matching template within {within:?}; last was id {} at height {}", current.id, current.height);
+            anyhow::bail!(
+                "no matching template within {within:?}; last was id {} at height {}",
+                current.id,
+                current.height
+            );
         }
     }
 }
 
 /// The whole block for `t` paying `payout`, with proof of work (regtest: a few tries).
 fn mine_block(t: &Template, payout: &ScriptBuf) -> anyhow::Result<(BlockHash, Vec<u8>)> {
-    let config = CoinbaseConfig { payout_script: payout.clone(), tag: b"/ipc-test/".to_vec() };
+    let config = CoinbaseConfig {
+        payout_script: payout.clone(),
+        tag: b"/ipc-test/".to_vec(),
+    };
     let coinbase = CoinbaseSplit::build(t, &config, EXTRANONCE.len())?;
     let mut header = Header {
         version: BlockVersion::from_consensus(t.version),
@@ -79,9 +98,15 @@ fn mine_block(t: &Template, payout: &ScriptBuf) -> anyhow::Result<(BlockHash, Ve
     };
     let target = t.network_target();
     while header.validate_pow(target).is_err() {
-        header.nonce = header.nonce.checked_add(1).ok_or_else(|| anyhow::anyhow!("no nonce meets the target"))?;
+        header.nonce = header
+            .nonce
+            .checked_add(1)
+            .ok_or_else(|| anyhow::anyhow!("no nonce meets the target"))?;
     }
-    Ok((header.block_hash(), t.assemble_block(&header, &coinbase, &EXTRANONCE)))
+    Ok((
+        header.block_hash(),
+        t.assemble_block(&header, &coinbase, &EXTRANONCE),
+    ))
 }
 
 fn txids(t: &Template) -> Vec<Txid> {
@@ -104,56 +129,109 @@ async fn ipc_templates_follow_the_node_and_make_valid_blocks() -> anyhow::Result
 
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let mut rx = ipc::spawn(ipc_config(&socket), Policy::default(), &tracker, shutdown.clone()).await?;
+        let mut rx = ipc::spawn(
+            ipc_config(&socket),
+            Policy::default(),
+            &tracker,
+            shutdown.clone(),
+        )
+        .await?;
 
         // The first template: on the node's tip, with the transaction and its bytes.
         let first = rx.borrow_and_update().clone();
-        assert_eq!(first.prev_hash, tip, "first template builds on the node's tip");
+        assert_eq!(
+            first.prev_hash, tip,
+            "first template builds on the node's tip"
+        );
         assert_eq!(u64::from(first.height), height + 1);
         assert_eq!(first.kind, TemplateKind::Full);
         assert_eq!(first.network, Network::Regtest);
-        let pos = txids(&first).iter().position(|t| *t == tx1).expect("the mempool transaction is in the first template");
-        let raw: String = node.rpc_as("getrawtransaction", json!([tx1.to_string()])).await?;
-        assert_eq!(hex::encode(&first.txs[pos].data), raw, "the template carries the transaction's full serialization");
+        let pos = txids(&first)
+            .iter()
+            .position(|t| *t == tx1)
+            .expect("the mempool transaction is in the first template");
+        let raw: String = node
+            .rpc_as("getrawtransaction", json!([tx1.to_string()]))
+            .await?;
+        assert_eq!(
+            hex::encode(&first.txs[pos].data),
+            raw,
+            "the template carries the transaction's full serialization"
+        );
         let decoded: Transaction = bitcoin::consensus::deserialize(&first.txs[pos].data)?;
         assert_eq!(first.txs[pos].wtxid, decoded.compute_wtxid());
         assert_eq!(first.txs[pos].weight, decoded.weight().to_wu());
         assert!(first.txs[pos].fee.is_none() && first.txs[pos].depends.is_empty());
         let subsidy = template_provider::node::block_subsidy(Network::Regtest, first.height);
-        assert_eq!(first.coinbase_value, subsidy + fee1, "coinbase value is the subsidy plus the template's fees");
+        assert_eq!(
+            first.coinbase_value,
+            subsidy + fee1,
+            "coinbase value is the subsidy plus the template's fees"
+        );
         assert!(first.witness_commitment.is_some());
 
         // Nothing changes at the node, so nothing is published: no timer refreshes templates.
-        assert!(next_template(&mut rx, Duration::from_millis(1500)).await.is_none(), "a template came without any change at the node");
+        assert!(
+            next_template(&mut rx, Duration::from_millis(1500))
+                .await
+                .is_none(),
+            "a template came without any change at the node"
+        );
 
         // A new tip: its template arrives on its own (we only wait on the channel).
         let asked = Instant::now();
         let mined = node.mine_to(1, TestWallet::new().address()).await?;
-        let on_tip = next_template(&mut rx, TIP_DEADLINE).await.ok_or_else(|| anyhow::anyhow!("no template on the new tip within {TIP_DEADLINE:?}"))?;
+        let on_tip = next_template(&mut rx, TIP_DEADLINE)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no template on the new tip within {TIP_DEADLINE:?}"))?;
         let latency = asked.elapsed();
-        eprintln!("generatetoaddress 1 -> template {} on the new tip {} after {latency:?}", on_tip.id, mined[0]);
-        assert_eq!(on_tip.prev_hash, mined[0], "the template builds on the new tip");
+        eprintln!(
+            "generatetoaddress 1 -> template {} on the new tip {} after {latency:?}",
+            on_tip.id, mined[0]
+        );
+        assert_eq!(
+            on_tip.prev_hash, mined[0],
+            "the template builds on the new tip"
+        );
         assert_eq!(on_tip.height, first.height + 1);
         assert!(on_tip.id > first.id, "template ids increase");
-        assert!(!txids(&on_tip).contains(&tx1), "the mined transaction left the template");
+        assert!(
+            !txids(&on_tip).contains(&tx1),
+            "the mined transaction left the template"
+        );
 
         // A transaction paying more than the fee threshold brings a same-tip update (pushed by
         // the node's waitNext, no faster than the 1 s minimum interval).
         let fee2 = Amount::from_sat(5_000);
         let tx2 = wallet.send_self(&node, fee2).await?;
-        let with_tx2 = template_where(&mut rx, Duration::from_secs(15), |t| txids(t).contains(&tx2)).await?;
+        let with_tx2 = template_where(&mut rx, Duration::from_secs(15), |t| {
+            txids(t).contains(&tx2)
+        })
+        .await?;
         assert_eq!(with_tx2.prev_hash, mined[0]);
-        assert_eq!(with_tx2.coinbase_value, template_provider::node::block_subsidy(Network::Regtest, with_tx2.height) + fee2);
+        assert_eq!(
+            with_tx2.coinbase_value,
+            template_provider::node::block_subsidy(Network::Regtest, with_tx2.height) + fee2
+        );
 
         // A block from the IPC template, submitted over RPC: accepted, with the transaction.
         let payout = wallet.script_pubkey().clone();
         let (hash, block) = mine_block(&with_tx2, &payout)?;
-        let verdict = node.rpc("submitblock", json!([hex::encode(&block)])).await?;
-        assert_eq!(verdict, Value::Null, "the node accepts the block built from the IPC template");
+        let verdict = node
+            .rpc("submitblock", json!([hex::encode(&block)]))
+            .await?;
+        assert_eq!(
+            verdict,
+            Value::Null,
+            "the node accepts the block built from the IPC template"
+        );
         let (new_height, new_tip) = node.tip().await?;
         assert_eq!((new_height, new_tip), (u64::from(with_tx2.height), hash));
         let b: Block = node.block(&hash).await?;
-        assert!(b.txdata.iter().any(|t| t.compute_txid() == tx2), "the transaction is in the accepted block");
+        assert!(
+            b.txdata.iter().any(|t| t.compute_txid() == tx2),
+            "the transaction is in the accepted block"
+        );
 
         // Our own block is a new tip too.
         let after = template_where(&mut rx, TIP_DEADLINE, |t| t.prev_hash == hash).await?;
@@ -161,7 +239,9 @@ async fn ipc_templates_follow_the_node_and_make_valid_blocks() -> anyhow::Result
 
         shutdown.cancel();
         tracker.close();
-        tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await.map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
+        tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
         Ok(())
     })
     .await
@@ -183,16 +263,33 @@ async fn a_policy_that_cannot_be_honoured_is_never_ignored() -> anyhow::Result<(
 
         // At start: the first template holds an excluded transaction.
         let policy = Policy::new().with_excluded_txid(present);
-        let err = ipc::spawn(ipc_config(&socket), policy, &TaskTracker::new(), CancellationToken::new())
-            .await
-            .expect_err("the policy cannot be applied without fees");
+        let err = ipc::spawn(
+            ipc_config(&socket),
+            policy,
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        )
+        .await
+        .expect_err("the policy cannot be applied without fees");
         assert!(matches!(err, IpcError::Policy(_)), "{err:?}");
-        assert!(err.to_string().contains(&present.to_string()), "the error names the transaction: {err}");
+        assert!(
+            err.to_string().contains(&present.to_string()),
+            "the error names the transaction: {err}"
+        );
 
         // Running: a transaction excluded by the farm enters the mempool later.
         node.mine_to(1, TestWallet::new().address()).await?;
-        let coin = wallet.spendable(&node).await?.into_iter().find(|u| u.height.is_some()).expect("a confirmed coin");
-        let late = wallet.build_tx(&[coin.outpoint], &[(wallet.script_pubkey().clone(), coin.value - fee)], fee)?;
+        let coin = wallet
+            .spendable(&node)
+            .await?
+            .into_iter()
+            .find(|u| u.height.is_some())
+            .expect("a confirmed coin");
+        let late = wallet.build_tx(
+            &[coin.outpoint],
+            &[(wallet.script_pubkey().clone(), coin.value - fee)],
+            fee,
+        )?;
         let late_txid = late.compute_txid();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
@@ -201,13 +298,25 @@ async fn a_policy_that_cannot_be_honoured_is_never_ignored() -> anyhow::Result<(
         let first = rx.borrow_and_update().clone();
         assert!(first.txs.is_empty());
         // A second client without the policy shows what the node offers.
-        let mut unfiltered = ipc::spawn(ipc_config(&socket), Policy::default(), &tracker, shutdown.clone()).await?;
+        let mut unfiltered = ipc::spawn(
+            ipc_config(&socket),
+            Policy::default(),
+            &tracker,
+            shutdown.clone(),
+        )
+        .await?;
         wallet.broadcast(&node, &late).await?;
         // The node offers a template with it (a fee update after the 1 s interval) ...
-        template_where(&mut unfiltered, Duration::from_secs(10), |t| txids(t).contains(&late_txid)).await?;
+        template_where(&mut unfiltered, Duration::from_secs(10), |t| {
+            txids(t).contains(&late_txid)
+        })
+        .await?;
         // ... which the farm's backend refused: nothing new was published.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!rx.has_changed()?, "a template with the excluded transaction was published");
+        assert!(
+            !rx.has_changed()?,
+            "a template with the excluded transaction was published"
+        );
         assert_eq!(rx.borrow().id, first.id);
         // Someone else mines it: the next tip's template no longer needs filtering.
         let mined = node.mine_to(1, TestWallet::new().address()).await?;
@@ -216,7 +325,9 @@ async fn a_policy_that_cannot_be_honoured_is_never_ignored() -> anyhow::Result<(
 
         shutdown.cancel();
         tracker.close();
-        tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await.map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
+        tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
         Ok(())
     })
     .await
@@ -228,11 +339,19 @@ async fn a_missing_socket_is_named() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("regtest/node.sock");
     let started = Instant::now();
-    let err = ipc::spawn(ipc_config(&socket), Policy::default(), &TaskTracker::new(), CancellationToken::new())
-        .await
-        .expect_err("nothing listens there");
+    let err = ipc::spawn(
+        ipc_config(&socket),
+        Policy::default(),
+        &TaskTracker::new(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("nothing listens there");
     assert!(matches!(err, IpcError::NoSocket { .. }), "{err:?}");
-    assert!(err.to_string().contains(&socket.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&socket.display().to_string()),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     Ok(())
 }
@@ -252,32 +371,59 @@ async fn a_lost_connection_keeps_the_last_template_and_reconnects() -> anyhow::R
 
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let mut rx = ipc::spawn(ipc_config(&socket), Policy::default(), &tracker, shutdown.clone()).await?;
+        let mut rx = ipc::spawn(
+            ipc_config(&socket),
+            Policy::default(),
+            &tracker,
+            shutdown.clone(),
+        )
+        .await?;
         let before = rx.borrow_and_update().clone();
         assert_eq!(before.prev_hash, first_tip);
 
         drop(first_node); // killed: the connection is lost
-        assert!(next_template(&mut rx, Duration::from_secs(1)).await.is_none(), "nothing replaces the last template while the node is gone");
+        assert!(
+            next_template(&mut rx, Duration::from_secs(1))
+                .await
+                .is_none(),
+            "nothing replaces the last template while the node is gone"
+        );
         assert_eq!(rx.borrow().id, before.id);
 
         let second_node = BitcoinNode::start_with_args(NodeKind::BitcoinNodeIpc, &[&bind]).await?;
-        second_node.mine_to(120, TestWallet::new().address()).await?;
+        second_node
+            .mine_to(120, TestWallet::new().address())
+            .await?;
         let (_, second_tip) = second_node.tip().await?;
-        let resumed = template_where(&mut rx, Duration::from_secs(30), |t| t.prev_hash == second_tip).await?;
+        let resumed = template_where(&mut rx, Duration::from_secs(30), |t| {
+            t.prev_hash == second_tip
+        })
+        .await?;
         assert_eq!(resumed.height, 121);
-        assert!(resumed.id > before.id, "ids keep increasing across connections");
+        assert!(
+            resumed.id > before.id,
+            "ids keep increasing across connections"
+        );
 
         shutdown.cancel();
         tracker.close();
-        tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await.map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
+        tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
         Ok(())
     })
     .await
 }
 
-fn miner(addr: std::net::SocketAddr, dialect: Dialect, shutdown: &CancellationToken) -> MinerHandle {
+fn miner(
+    addr: std::net::SocketAddr,
+    dialect: Dialect,
+    shutdown: &CancellationToken,
+) -> MinerHandle {
     sv1_miner::spawn(
-        MinerConfig::new(addr, format!("ipc.{dialect}"), dialect).with_suggest_difficulty(5e-6).with_max_hashrate(25_000.0),
+        MinerConfig::new(addr, format!("ipc.{dialect}"), dialect)
+            .with_suggest_difficulty(5e-6)
+            .with_max_hashrate(25_000.0),
         shutdown.clone(),
     )
 }
@@ -327,7 +473,10 @@ async fn jd_proxy_mines_through_the_provider_on_ipc() -> anyhow::Result<()> {
         let txid = wallet.send_self(&node, Amount::from_sat(3_000)).await?;
 
         let shutdown = CancellationToken::new();
-        let _miners: Vec<MinerHandle> = [Dialect::Bitaxe, Dialect::Cgminer].iter().map(|&d| miner(proxy.local_addr(), d, &shutdown)).collect();
+        let _miners: Vec<MinerHandle> = [Dialect::Bitaxe, Dialect::Cgminer]
+            .iter()
+            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut blocks, mut mined_tx) = (0, false);
         while Instant::now() < deadline && !(mined_tx && blocks >= 2) {
@@ -337,13 +486,26 @@ async fn jd_proxy_mines_through_the_provider_on_ipc() -> anyhow::Result<()> {
             for h in start + 1..=tip {
                 let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
                 let b = node.block(&hash).await?;
-                assert_eq!(b.txdata[0].output[0].script_pubkey, *payout.script_pubkey(), "block {h} was mined through the proxy");
+                assert_eq!(
+                    b.txdata[0].output[0].script_pubkey,
+                    *payout.script_pubkey(),
+                    "block {h} was mined through the proxy"
+                );
                 mined_tx |= b.txdata.iter().any(|t| t.compute_txid() == txid);
             }
         }
-        assert!(blocks >= 2, "blocks mined through the IPC-fed provider were accepted: {blocks}");
-        assert!(mined_tx, "the mempool transaction reached a block through IPC templates");
-        assert!(std::fs::read_dir(tp_dir.path())?.count() >= 1, "the provider kept the blocks it submitted");
+        assert!(
+            blocks >= 2,
+            "blocks mined through the IPC-fed provider were accepted: {blocks}"
+        );
+        assert!(
+            mined_tx,
+            "the mempool transaction reached a block through IPC templates"
+        );
+        assert!(
+            std::fs::read_dir(tp_dir.path())?.count() >= 1,
+            "the provider kept the blocks it submitted"
+        );
         shutdown.cancel();
         proxy.shutdown().await;
         provider.shutdown().await;
@@ -355,11 +517,27 @@ async fn jd_proxy_mines_through_the_provider_on_ipc() -> anyhow::Result<()> {
 /// `[node] backend = "ipc"` needs its socket, and a misspelt backend is refused.
 #[test]
 fn ipc_backend_config_is_checked() {
-    let err = RawNode { backend: Some("ipc".into()), ..Default::default() }.resolve(Network::Regtest).unwrap_err();
+    let err = RawNode {
+        backend: Some("ipc".into()),
+        ..Default::default()
+    }
+    .resolve(Network::Regtest)
+    .unwrap_err();
     assert_eq!(err.key, "node.ipc_socket");
-    let err = RawNode { backend: Some("capnp".into()), ..Default::default() }.resolve(Network::Regtest).unwrap_err();
+    let err = RawNode {
+        backend: Some("capnp".into()),
+        ..Default::default()
+    }
+    .resolve(Network::Regtest)
+    .unwrap_err();
     assert_eq!(err.key, "node.backend");
-    let ok = RawNode { backend: Some("ipc".into()), ipc_socket: Some("/x/node.sock".into()), ..Default::default() }.resolve(Network::Regtest).unwrap();
+    let ok = RawNode {
+        backend: Some("ipc".into()),
+        ipc_socket: Some("/x/node.sock".into()),
+        ..Default::default()
+    }
+    .resolve(Network::Regtest)
+    .unwrap();
     match ok.backend {
         template_provider::config::NodeBackend::Ipc(c) => {
             assert_eq!(c.socket, Path::new("/x/node.sock"));

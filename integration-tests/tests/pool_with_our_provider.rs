@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bitcoin::BlockHash;
 use integration_tests::node::{BitcoinNode, NodeKind};
 use integration_tests::proxy::init_tracing;
-use integration_tests::sv2_peers::{sv2_bin_dir, PoolSv2, PoolSv2Config, TemplateSource, TranslatorSv2, TranslatorSv2Config};
+use integration_tests::sv2_peers::{
+    sv2_bin_dir, PoolSv2, PoolSv2Config, TemplateSource, TranslatorSv2, TranslatorSv2Config,
+};
 use integration_tests::wallet::TestWallet;
 use serde_json::json;
 use sv1_miner::{Dialect, MinerConfig, MinerHandle};
@@ -26,7 +28,9 @@ const HASHRATE: f64 = 20_000.0;
 async fn reference_pool_mines_on_templates_from_our_provider() -> anyhow::Result<()> {
     init_tracing();
     sv2_bin_dir()?;
-    tokio::time::timeout(Duration::from_secs(120), run()).await.map_err(|_| anyhow::anyhow!("test timed out"))?
+    tokio::time::timeout(Duration::from_secs(120), run())
+        .await
+        .map_err(|_| anyhow::anyhow!("test timed out"))?
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -36,7 +40,12 @@ async fn run() -> anyhow::Result<()> {
     let blocks = tempfile::tempdir()?;
     let provider = Provider::start(ProviderConfig::from_raw(RawProviderConfig {
         network: Some("regtest".into()),
-        node: RawNode { rpc_url: Some(node.rpc_url()), cookie_file: Some(node.cookie_file()), long_poll_secs: Some(5), ..Default::default() },
+        node: RawNode {
+            rpc_url: Some(node.rpc_url()),
+            cookie_file: Some(node.cookie_file()),
+            long_poll_secs: Some(5),
+            ..Default::default()
+        },
         server: RawServer {
             listen: Some("127.0.0.1:0".into()),
             authority_public_key: Some(keys.public().to_string()),
@@ -49,9 +58,14 @@ async fn run() -> anyhow::Result<()> {
     .await?;
 
     let payout = TestWallet::new();
-    let source = TemplateSource::sv2_tp(provider.local_addr().to_string(), Some(keys.public().to_string()));
+    let source = TemplateSource::sv2_tp(
+        provider.local_addr().to_string(),
+        Some(keys.public().to_string()),
+    );
     let pool = PoolSv2::start(PoolSv2Config::new(source, payout.address()).with_jds(false)).await?;
-    let tproxy = TranslatorSv2::start(TranslatorSv2Config::new(&pool).with_miner_hashrate(HASHRATE, 20.0)).await?;
+    let tproxy =
+        TranslatorSv2::start(TranslatorSv2Config::new(&pool).with_miner_hashrate(HASHRATE, 20.0))
+            .await?;
 
     let (start, _) = node.tip().await?;
     let shutdown = CancellationToken::new();
@@ -60,7 +74,9 @@ async fn run() -> anyhow::Result<()> {
         .into_iter()
         .map(|d| {
             sv1_miner::spawn(
-                MinerConfig::new(tproxy.sv1_addr(), format!("farm.{d}"), d).with_suggest_difficulty(1e-4).with_max_hashrate(HASHRATE),
+                MinerConfig::new(tproxy.sv1_addr(), format!("farm.{d}"), d)
+                    .with_suggest_difficulty(1e-4)
+                    .with_max_hashrate(HASHRATE),
                 shutdown.clone(),
             )
         })
@@ -74,7 +90,10 @@ async fn run() -> anyhow::Result<()> {
             Instant::now() < deadline,
             "height {height}, wanted {}; miners {:?}\n--- pool ---\n{}\n--- translator ---\n{}",
             start + 3,
-            miners.iter().map(|m| m.stats.snapshot()).collect::<Vec<_>>(),
+            miners
+                .iter()
+                .map(|m| m.stats.snapshot())
+                .collect::<Vec<_>>(),
             pool.log_tail(),
             tproxy.log_tail()
         );
@@ -85,7 +104,10 @@ async fn run() -> anyhow::Result<()> {
         let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
         let block = node.block(&hash).await?;
         assert!(
-            block.txdata[0].output.iter().any(|o| o.script_pubkey == *pool.coinbase_script()),
+            block.txdata[0]
+                .output
+                .iter()
+                .any(|o| o.script_pubkey == *pool.coinbase_script()),
             "block {h} pays the pool's output"
         );
     }

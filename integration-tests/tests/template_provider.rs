@@ -20,11 +20,19 @@ use tokio_util::sync::CancellationToken;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 
-async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, f).await.map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
+async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(
+    f: F,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
 }
 
-async fn start_provider(node: &BitcoinNode, keys: &AuthorityKeypair, blocks: &std::path::Path) -> anyhow::Result<Provider> {
+async fn start_provider(
+    node: &BitcoinNode,
+    keys: &AuthorityKeypair,
+    blocks: &std::path::Path,
+) -> anyhow::Result<Provider> {
     start_provider_with_policy(node, keys, blocks, Default::default()).await
 }
 
@@ -54,9 +62,15 @@ async fn start_provider_with_policy(
     Provider::start(ProviderConfig::from_raw(raw)?).await
 }
 
-fn miner(addr: std::net::SocketAddr, dialect: Dialect, shutdown: &CancellationToken) -> MinerHandle {
+fn miner(
+    addr: std::net::SocketAddr,
+    dialect: Dialect,
+    shutdown: &CancellationToken,
+) -> MinerHandle {
     sv1_miner::spawn(
-        MinerConfig::new(addr, format!("tp.{dialect}"), dialect).with_suggest_difficulty(5e-6).with_max_hashrate(25_000.0),
+        MinerConfig::new(addr, format!("tp.{dialect}"), dialect)
+            .with_suggest_difficulty(5e-6)
+            .with_max_hashrate(25_000.0),
         shutdown.clone(),
     )
 }
@@ -99,7 +113,10 @@ async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
         silent_wrong.write_all(b"GET / HTTP/1.1\r\n\r\n").await?;
 
         let shutdown = CancellationToken::new();
-        let miners: Vec<MinerHandle> = [Dialect::Bitaxe, Dialect::Cgminer].iter().map(|&d| miner(proxy.local_addr(), d, &shutdown)).collect();
+        let miners: Vec<MinerHandle> = [Dialect::Bitaxe, Dialect::Cgminer]
+            .iter()
+            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut mined_tx = false;
         let mut blocks = 0;
@@ -108,16 +125,31 @@ async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
             let (tip, _) = node.tip().await?;
             blocks = tip - start;
             for h in start + 1..=tip {
-                if block_at(&node, h).await?.txdata.iter().any(|t| t.compute_txid() == txid) {
+                if block_at(&node, h)
+                    .await?
+                    .txdata
+                    .iter()
+                    .any(|t| t.compute_txid() == txid)
+                {
                     mined_tx = true;
                 }
             }
         }
-        assert!(blocks >= 3, "blocks found through the template provider were accepted: {blocks}");
-        assert!(mined_tx, "the mempool transaction is in a block mined through the provider");
+        assert!(
+            blocks >= 3,
+            "blocks found through the template provider were accepted: {blocks}"
+        );
+        assert!(
+            mined_tx,
+            "the mempool transaction is in a block mined through the provider"
+        );
         for h in start + 1..=start + blocks {
             let b = block_at(&node, h).await?;
-            assert_eq!(b.txdata[0].output[0].script_pubkey, *payout.script_pubkey(), "coinbase pays the proxy's payout");
+            assert_eq!(
+                b.txdata[0].output[0].script_pubkey,
+                *payout.script_pubkey(),
+                "coinbase pays the proxy's payout"
+            );
         }
         // The provider wrote every block it submitted, and the bad clients are gone.
         assert!(std::fs::read_dir(tp_dir.path())?.count() >= 1);
@@ -125,10 +157,17 @@ async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
         for (name, sock) in [("garbage", &mut garbage), ("wrong", &mut silent_wrong)] {
             // Whatever the provider sent (a handshake reply), the connection must end.
             let mut sink = Vec::new();
-            let r = tokio::time::timeout(Duration::from_secs(15), sock.read_to_end(&mut sink)).await;
-            assert!(matches!(r, Ok(Ok(_)) | Ok(Err(_))), "{name} client dropped by the provider (read {} bytes)", sink.len());
+            let r =
+                tokio::time::timeout(Duration::from_secs(15), sock.read_to_end(&mut sink)).await;
+            assert!(
+                matches!(r, Ok(Ok(_)) | Ok(Err(_))),
+                "{name} client dropped by the provider (read {} bytes)",
+                sink.len()
+            );
         }
-        assert!(miners.iter().all(|m| m.stats.snapshot().shares_accepted > 0));
+        assert!(miners
+            .iter()
+            .all(|m| m.stats.snapshot().shares_accepted > 0));
         shutdown.cancel();
         proxy.shutdown().await;
         provider.shutdown().await;
@@ -153,8 +192,13 @@ async fn wrong_authority_key_is_refused() -> anyhow::Result<()> {
             address: Some(provider.local_addr().to_string()),
             authority_public_key: Some(AuthorityKeypair::generate().public().to_string()),
         });
-        let err = start_proxy(raw).await.expect_err("a provider signed by another key is refused");
-        assert!(format!("{err:#}").contains("pinned authority key"), "{err:#}");
+        let err = start_proxy(raw)
+            .await
+            .expect_err("a provider signed by another key is refused");
+        assert!(
+            format!("{err:#}").contains("pinned authority key"),
+            "{err:#}"
+        );
         provider.shutdown().await;
         Ok(())
     })
@@ -173,13 +217,28 @@ async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::R
         wallet.fund(&node, 125).await?;
         let fee = Amount::from_sat(3_000);
         let excluded = wallet.send_self(&node, fee).await?;
-        let out = wallet.utxos().iter().find(|u| u.outpoint.txid == excluded).cloned().expect("parent output");
-        let child = wallet.send_with_inputs(&node, &[out.outpoint], &[(wallet.script_pubkey().clone(), out.value - fee)], fee).await?;
+        let out = wallet
+            .utxos()
+            .iter()
+            .find(|u| u.outpoint.txid == excluded)
+            .cloned()
+            .expect("parent output");
+        let child = wallet
+            .send_with_inputs(
+                &node,
+                &[out.outpoint],
+                &[(wallet.script_pubkey().clone(), out.value - fee)],
+                fee,
+            )
+            .await?;
         let kept = wallet.send_self(&node, fee).await?;
 
         let tp_dir = tempfile::tempdir()?;
         let keys = AuthorityKeypair::generate();
-        let policy = PolicyConfig { exclude_txids: vec![excluded.to_string()], ..Default::default() };
+        let policy = PolicyConfig {
+            exclude_txids: vec![excluded.to_string()],
+            ..Default::default()
+        };
         let provider = start_provider_with_policy(&node, &keys, tp_dir.path(), policy).await?;
         let payout = TestWallet::new();
         let dir = tempfile::tempdir()?;
@@ -191,7 +250,10 @@ async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::R
         let proxy = start_proxy(raw).await?;
         let (start, _) = node.tip().await?;
         let shutdown = CancellationToken::new();
-        let _miners: Vec<MinerHandle> = [Dialect::Braiins, Dialect::Whatsminer].iter().map(|&d| miner(proxy.local_addr(), d, &shutdown)).collect();
+        let _miners: Vec<MinerHandle> = [Dialect::Braiins, Dialect::Whatsminer]
+            .iter()
+            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
+            .collect();
 
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut kept_mined = false;
@@ -204,8 +266,14 @@ async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::R
             for h in start + 1..=tip {
                 let b = block_at(&node, h).await?;
                 let ids: Vec<Txid> = b.txdata.iter().map(|t| t.compute_txid()).collect();
-                assert!(!ids.contains(&excluded), "excluded transaction mined at height {h}");
-                assert!(!ids.contains(&child), "child of the excluded transaction mined at height {h}");
+                assert!(
+                    !ids.contains(&excluded),
+                    "excluded transaction mined at height {h}"
+                );
+                assert!(
+                    !ids.contains(&child),
+                    "child of the excluded transaction mined at height {h}"
+                );
                 if kept_mined {
                     blocks_after_kept += 1;
                 }
@@ -213,9 +281,15 @@ async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::R
             }
         }
         assert!(kept_mined, "the transaction the policy keeps is mined");
-        assert!(blocks_after_kept >= 5, "several more blocks were mined with the excluded pair still waiting");
+        assert!(
+            blocks_after_kept >= 5,
+            "several more blocks were mined with the excluded pair still waiting"
+        );
         let mempool: Vec<Txid> = node.rpc_as("getrawmempool", json!([])).await?;
-        assert!(mempool.contains(&excluded) && mempool.contains(&child), "the excluded pair is still in the mempool, just not mined");
+        assert!(
+            mempool.contains(&excluded) && mempool.contains(&child),
+            "the excluded pair is still in the mempool, just not mined"
+        );
         shutdown.cancel();
         proxy.shutdown().await;
         provider.shutdown().await;

@@ -34,9 +34,9 @@ use crate::job::factory::JobFactory;
 use crate::job::Job;
 use crate::metrics::{Snapshot, Stats};
 use crate::solo::{BlockRoute, BlockSink};
+use crate::sv1::Sv1Config;
 use template_provider::blocks::BlockSubmitter;
 use template_provider::tdp::{self, client::TdpClientConfig};
-use crate::sv1::Sv1Config;
 
 /// What every session shares: settings, the extranonce allocator, the block sink, counters.
 #[derive(Debug)]
@@ -97,13 +97,24 @@ impl Proxy {
                     authority: tp.authority,
                     network: config.network,
                     // Our payout output: value, script length, script.
-                    coinbase_output_max_additional_size: u32::try_from(9 + payout_script.len()).unwrap_or(u32::MAX),
+                    coinbase_output_max_additional_size: u32::try_from(9 + payout_script.len())
+                        .unwrap_or(u32::MAX),
                     timeout: Duration::from_secs(10),
                 };
-                let (client, templates) = tdp::client::spawn(client_config, &tracker, shutdown.clone())
-                    .await
-                    .with_context(|| format!("template provider at {} (template_provider.address)", tp.address))?;
-                (templates, BlockRoute::TemplateProvider(client), payout_script)
+                let (client, templates) =
+                    tdp::client::spawn(client_config, &tracker, shutdown.clone())
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "template provider at {} (template_provider.address)",
+                                tp.address
+                            )
+                        })?;
+                (
+                    templates,
+                    BlockRoute::TemplateProvider(client),
+                    payout_script,
+                )
             }
         };
         let coinbase = CoinbaseConfig {

@@ -66,22 +66,6 @@ impl Args {
     }
 }
 
-/// Ctrl-C, or SIGTERM from a service manager.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 fn main() -> ExitCode {
     let mut args = Args::parse();
     tracing_subscriber::fmt()
@@ -119,7 +103,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(jd_proxy::run(config, stop_signal()));
+    let result = runtime.block_on(jd_proxy::run(config, template_provider::stop_signal()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -59,14 +59,22 @@ impl BlockSink {
 
 /// Submits every block that arrives; runs until every sink is dropped, so blocks found
 /// during shutdown still go out.
-pub async fn run_submitter(mut blocks: mpsc::UnboundedReceiver<FoundBlock>, route: BlockRoute, tracker: TaskTracker) {
+pub async fn run_submitter(
+    mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
+    route: BlockRoute,
+    tracker: TaskTracker,
+) {
     while let Some(b) = blocks.recv().await {
         match &route {
             BlockRoute::Node(submitter) => {
                 let submitter = submitter.clone();
                 tracker.spawn(async move {
-                    let bytes = b.template.assemble_block_with_coinbase(&b.header, &b.coinbase_tx);
-                    submitter.submit(b.hash, b.template.height, &bytes, &b.worker).await;
+                    let bytes = b
+                        .template
+                        .assemble_block_with_coinbase(&b.header, &b.coinbase_tx);
+                    submitter
+                        .submit(b.hash, b.template.height, &bytes, &b.worker)
+                        .await;
                 });
             }
             BlockRoute::TemplateProvider(client) => {

@@ -44,15 +44,26 @@ impl BlockSubmitter {
     }
 
     /// Writes the block to disk, then submits it; logs and returns the node's verdict.
-    pub async fn submit(&self, hash: BlockHash, height: u32, block: &[u8], found_by: &str) -> Verdict {
+    pub async fn submit(
+        &self,
+        hash: BlockHash,
+        height: u32,
+        block: &[u8],
+        found_by: &str,
+    ) -> Verdict {
         let hex_block = hex::encode(block);
-        let path = self.dir.as_deref().map(|d| d.join(format!("{height}-{hash}.hex")));
+        let path = self
+            .dir
+            .as_deref()
+            .map(|d| d.join(format!("{height}-{hash}.hex")));
         if let Some(path) = &path {
             if let Err(e) = tokio::fs::write(path, &hex_block).await {
                 error!(path = %path.display(), error = %e, "cannot write the block to disk; submitting anyway");
             }
         }
-        let shown = path.as_deref().map_or_else(|| "-".into(), |p: &Path| p.display().to_string());
+        let shown = path
+            .as_deref()
+            .map_or_else(|| "-".into(), |p: &Path| p.display().to_string());
         for attempt in 1..=SUBMIT_ATTEMPTS {
             match self.rpc.submit_block(&hex_block).await {
                 Ok(None) => {

@@ -22,7 +22,10 @@ pub struct ConfigError {
 
 /// Builds a [`ConfigError`].
 pub fn bad(key: &'static str, problem: impl ToString) -> ConfigError {
-    ConfigError { key, problem: problem.to_string() }
+    ConfigError {
+        key,
+        problem: problem.to_string(),
+    }
 }
 
 /// Reads a chain name as operators write it.
@@ -32,7 +35,12 @@ pub fn bad(key: &'static str, problem: impl ToString) -> ConfigError {
 pub fn parse_network(name: &str) -> Result<Network, ConfigError> {
     match name {
         "mainnet" | "main" => Ok(Network::Bitcoin),
-        other => Network::from_str(other).map_err(|_| bad("network", format!("{other:?} is not bitcoin, testnet, testnet4, signet or regtest"))),
+        other => Network::from_str(other).map_err(|_| {
+            bad(
+                "network",
+                format!("{other:?} is not bitcoin, testnet, testnet4, signet or regtest"),
+            )
+        }),
     }
 }
 
@@ -102,12 +110,20 @@ impl RawNode {
     ///
     /// # Errors
     /// The first bad value, with its key.
-    pub fn resolve_with_policy(self, network: Network, policy: PolicyConfig) -> Result<NodeConfig, ConfigError> {
+    pub fn resolve_with_policy(
+        self,
+        network: Network,
+        policy: PolicyConfig,
+    ) -> Result<NodeConfig, ConfigError> {
         let fee = policy.prioritise_fee_sat.unwrap_or(100_000_000);
         let prioritise = policy
             .prioritise_txids
             .iter()
-            .map(|t| t.parse::<bitcoin::Txid>().map(|t| (t, fee)).map_err(|e| bad("policy.prioritise_txids", format!("{t:?}: {e}"))))
+            .map(|t| {
+                t.parse::<bitcoin::Txid>()
+                    .map(|t| (t, fee))
+                    .map_err(|e| bad("policy.prioritise_txids", format!("{t:?}: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let policy = Policy::try_from(policy).map_err(|e| bad("policy", e))?;
         let default_port = match network {
@@ -117,20 +133,35 @@ impl RawNode {
             Network::Signet => 38332,
             _ => 18443,
         };
-        let rpc_url = self.rpc_url.unwrap_or_else(|| format!("http://127.0.0.1:{default_port}"));
+        let rpc_url = self
+            .rpc_url
+            .unwrap_or_else(|| format!("http://127.0.0.1:{default_port}"));
         if !rpc_url.starts_with("http://") {
-            return Err(bad("node.rpc_url", "must start with http:// (the node serves plain HTTP)"));
+            return Err(bad(
+                "node.rpc_url",
+                "must start with http:// (the node serves plain HTTP)",
+            ));
         }
         let auth = match (self.cookie_file, self.rpc_user, self.rpc_password) {
-            (Some(_), Some(_), _) => return Err(bad("node.cookie_file", "give either cookie_file or rpc_user/rpc_password, not both")),
+            (Some(_), Some(_), _) => {
+                return Err(bad(
+                    "node.cookie_file",
+                    "give either cookie_file or rpc_user/rpc_password, not both",
+                ))
+            }
             (Some(path), None, _) => NodeAuth::CookieFile(path),
             (None, Some(user), Some(password)) => NodeAuth::UserPass { user, password },
-            (None, Some(_), None) => return Err(bad("node.rpc_password", "rpc_user needs rpc_password")),
+            (None, Some(_), None) => {
+                return Err(bad("node.rpc_password", "rpc_user needs rpc_password"))
+            }
             (None, None, _) => NodeAuth::CookieFile(default_cookie(network)),
         };
         let zmq_hashblock = match self.zmq_hashblock {
             Some(e) if !e.starts_with("tcp://") => {
-                return Err(bad("node.zmq_hashblock", format!("{e:?}: expected tcp://HOST:PORT as in the node's -zmqpubhashblock")))
+                return Err(bad(
+                    "node.zmq_hashblock",
+                    format!("{e:?}: expected tcp://HOST:PORT as in the node's -zmqpubhashblock"),
+                ))
             }
             other => other,
         };
@@ -167,7 +198,12 @@ impl RawNode {
             }
             (other, _) => return Err(bad("node.backend", format!("{other:?}: expected \"rpc\" or \"ipc\""))),
         };
-        Ok(NodeConfig { rpc_url, auth, source, backend })
+        Ok(NodeConfig {
+            rpc_url,
+            auth,
+            source,
+            backend,
+        })
     }
 }
 

@@ -21,3 +21,19 @@ pub use node::rpc::{NodeAuth, RpcClient, RpcError};
 pub use source::{TemplateSource, TemplateSourceConfig};
 pub use template::coinbase::{CoinbaseConfig, CoinbaseError, CoinbaseSplit};
 pub use template::{Template, TemplateId, TemplateKind};
+
+/// Resolves on Ctrl-C, or on SIGTERM from a service manager: how both daemons learn to stop.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

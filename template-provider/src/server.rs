@@ -64,10 +64,15 @@ impl ProviderConfig {
         let node = raw.node.resolve_with_policy(network, raw.policy)?;
         let s = raw.server;
         let listen_s = s.listen.unwrap_or_else(|| "127.0.0.1:8442".into());
-        let listen = SocketAddr::from_str(&listen_s).map_err(|e| bad("server.listen", format!("{listen_s:?}: {e}")))?;
+        let listen = SocketAddr::from_str(&listen_s)
+            .map_err(|e| bad("server.listen", format!("{listen_s:?}: {e}")))?;
         let keys = match (s.authority_public_key, s.authority_secret_key) {
-            (Some(p), Some(k)) => AuthorityKeypair::from_strings(&p, &k).map_err(|e| bad("server.authority_secret_key", e))?,
-            _ => return Err(bad("server.authority_public_key", "required with authority_secret_key; make a pair with `template-provider keygen`")),
+            (Some(p), Some(k)) => AuthorityKeypair::from_strings(&p, &k)
+                .map_err(|e| bad("server.authority_secret_key", e))?,
+            _ => return Err(bad(
+                "server.authority_public_key",
+                "required with authority_secret_key; make a pair with `template-provider keygen`",
+            )),
         };
         let max_clients = s.max_clients.unwrap_or(64);
         if max_clients == 0 {
@@ -116,16 +121,33 @@ impl Provider {
             NodeBackend::Ipc(ipc) => {
                 source.prioritise().await?;
                 info!(socket = %ipc.socket.display(), "templates from the node over IPC");
-                crate::node::ipc::spawn(ipc.clone(), config.node.source.policy.clone(), &tracker, shutdown.clone()).await?
+                crate::node::ipc::spawn(
+                    ipc.clone(),
+                    config.node.source.policy.clone(),
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .await?
             }
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.listen))?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.listen)
+        })?;
         let local_addr = listener.local_addr()?;
         let blocks = BlockSubmitter::new(rpc, config.blocks_dir.clone());
-        tracker.spawn(serve(listener, config.tdp, templates, blocks, tracker.clone(), shutdown.clone()));
-        Ok(Provider { local_addr, shutdown, tracker })
+        tracker.spawn(serve(
+            listener,
+            config.tdp,
+            templates,
+            blocks,
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Provider {
+            local_addr,
+            shutdown,
+            tracker,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -136,7 +158,10 @@ impl Provider {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("shutdown deadline passed with tasks still running");
         }
     }

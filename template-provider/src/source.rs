@@ -162,14 +162,29 @@ impl TemplateSource {
                     debug!(txid = %r.txid, reason = ?r.reason, "policy removed a transaction");
                 }
                 if !outcome.removed.is_empty() {
-                    info!(height = template.height, removed = outcome.removed.len(), "farm policy applied to the template");
+                    info!(
+                        height = template.height,
+                        removed = outcome.removed.len(),
+                        "farm policy applied to the template"
+                    );
                 }
                 outcome.template.unwrap_or(template)
             }
             Err(e) => {
                 warn!(error = %e, "farm policy cannot filter this template; mining an empty block instead");
-                let next = NextBlock { prev_hash: template.prev_hash, height: template.height, bits: template.bits, min_time: template.min_time };
-                Template::empty_on_tip(template.id, template.network, &next, template.version, template.cur_time)
+                let next = NextBlock {
+                    prev_hash: template.prev_hash,
+                    height: template.height,
+                    bits: template.bits,
+                    min_time: template.min_time,
+                };
+                Template::empty_on_tip(
+                    template.id,
+                    template.network,
+                    &next,
+                    template.version,
+                    template.cur_time,
+                )
             }
         }
     }
@@ -180,7 +195,10 @@ impl TemplateSource {
     /// When the node refuses a call.
     pub async fn prioritise(&self) -> Result<(), RpcError> {
         for (txid, fee) in &self.config.prioritise {
-            let _: serde_json::Value = self.rpc.call("prioritisetransaction", json!([txid.to_string(), 0, fee])).await?;
+            let _: serde_json::Value = self
+                .rpc
+                .call("prioritisetransaction", json!([txid.to_string(), 0, fee]))
+                .await?;
             info!(%txid, fee_sat = fee, "asked the node to rank a transaction first");
         }
         Ok(())
@@ -334,8 +352,12 @@ async fn publish(
                         debug!(height = t.height, fees = %t.fees(), why, "template not published");
                         continue;
                     }
-                    Decision::NewTip => info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "new template"),
-                    Decision::Update => info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template update: more fees in reach"),
+                    Decision::NewTip => {
+                        info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "new template")
+                    }
+                    Decision::Update => {
+                        info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template update: more fees in reach")
+                    }
                 }
                 last_update = Instant::now();
                 out.send_replace(Arc::new(t));
@@ -356,7 +378,10 @@ pub struct UpdatePolicy {
 
 impl Default for UpdatePolicy {
     fn default() -> Self {
-        UpdatePolicy { fee_threshold: bitcoin::Amount::from_sat(1_000), min_interval: Duration::from_secs(5) }
+        UpdatePolicy {
+            fee_threshold: bitcoin::Amount::from_sat(1_000),
+            min_interval: Duration::from_secs(5),
+        }
     }
 }
 
@@ -369,7 +394,12 @@ pub enum Decision {
 }
 
 /// Decides on `new` given the published `current`.
-pub fn decide(current: &Template, new: &Template, since_last: Duration, policy: &UpdatePolicy) -> Decision {
+pub fn decide(
+    current: &Template,
+    new: &Template,
+    since_last: Duration,
+    policy: &UpdatePolicy,
+) -> Decision {
     if new.height < current.height {
         return Decision::Drop("older height");
     }
@@ -528,7 +558,14 @@ mod tests {
     use bitcoin::{Amount, BlockHash, Network, Txid, Wtxid};
 
     fn template(prev: u8, height: u32, fees: u64, kind: TemplateKind) -> Template {
-        let tx = TemplateTx { txid: Txid::all_zeros(), wtxid: Wtxid::all_zeros(), data: vec![], fee: Some(Amount::from_sat(fees)), weight: 400, depends: vec![] };
+        let tx = TemplateTx {
+            txid: Txid::all_zeros(),
+            wtxid: Wtxid::all_zeros(),
+            data: vec![],
+            fee: Some(Amount::from_sat(fees)),
+            weight: 400,
+            depends: vec![],
+        };
         Template {
             id: TemplateId::new(1),
             kind,
@@ -548,14 +585,50 @@ mod tests {
 
     #[test]
     fn new_tips_always_pass_and_updates_need_fees_and_time() {
-        let p = UpdatePolicy { fee_threshold: Amount::from_sat(1_000), min_interval: Duration::from_secs(5) };
+        let p = UpdatePolicy {
+            fee_threshold: Amount::from_sat(1_000),
+            min_interval: Duration::from_secs(5),
+        };
         let cur = template(1, 100, 5_000, TemplateKind::Full);
         let long = Duration::from_secs(60);
-        assert_eq!(decide(&cur, &template(2, 101, 0, TemplateKind::Full), Duration::ZERO, &p), Decision::NewTip);
-        assert_eq!(decide(&template(1, 100, 0, TemplateKind::Empty), &cur, Duration::ZERO, &p), Decision::NewTip);
-        assert_eq!(decide(&cur, &template(1, 100, 5_999, TemplateKind::Full), long, &p), Decision::Drop("fee gain below the threshold"));
-        assert_eq!(decide(&cur, &template(1, 100, 6_000, TemplateKind::Full), long, &p), Decision::Update);
-        assert_eq!(decide(&cur, &template(1, 100, 9_000, TemplateKind::Full), Duration::from_secs(1), &p), Decision::Drop("rate limited"));
-        assert_eq!(decide(&cur, &template(0, 99, 9_000, TemplateKind::Full), long, &p), Decision::Drop("older height"));
+        assert_eq!(
+            decide(
+                &cur,
+                &template(2, 101, 0, TemplateKind::Full),
+                Duration::ZERO,
+                &p
+            ),
+            Decision::NewTip
+        );
+        assert_eq!(
+            decide(
+                &template(1, 100, 0, TemplateKind::Empty),
+                &cur,
+                Duration::ZERO,
+                &p
+            ),
+            Decision::NewTip
+        );
+        assert_eq!(
+            decide(&cur, &template(1, 100, 5_999, TemplateKind::Full), long, &p),
+            Decision::Drop("fee gain below the threshold")
+        );
+        assert_eq!(
+            decide(&cur, &template(1, 100, 6_000, TemplateKind::Full), long, &p),
+            Decision::Update
+        );
+        assert_eq!(
+            decide(
+                &cur,
+                &template(1, 100, 9_000, TemplateKind::Full),
+                Duration::from_secs(1),
+                &p
+            ),
+            Decision::Drop("rate limited")
+        );
+        assert_eq!(
+            decide(&cur, &template(0, 99, 9_000, TemplateKind::Full), long, &p),
+            Decision::Drop("older height")
+        );
     }
 }

@@ -180,11 +180,18 @@ impl Config {
         let template_provider = match raw.template_provider {
             None => None,
             Some(tp) => {
-                let address = tp.address.ok_or_else(|| bad("template_provider.address", "required (host:port)"))?;
-                let key = tp
-                    .authority_public_key
-                    .ok_or_else(|| bad("template_provider.authority_public_key", "required: the provider's published authority key"))?;
-                let authority = key.parse().map_err(|e| bad("template_provider.authority_public_key", e))?;
+                let address = tp
+                    .address
+                    .ok_or_else(|| bad("template_provider.address", "required (host:port)"))?;
+                let key = tp.authority_public_key.ok_or_else(|| {
+                    bad(
+                        "template_provider.authority_public_key",
+                        "required: the provider's published authority key",
+                    )
+                })?;
+                let authority = key
+                    .parse()
+                    .map_err(|e| bad("template_provider.authority_public_key", e))?;
                 Some(TemplateProviderConfig { address, authority })
             }
         };
@@ -212,7 +219,6 @@ fn positive_secs(v: Option<f64>, d: f64, key: &'static str) -> Result<Duration, 
         Err(bad(key, format!("{s} is not a positive number of seconds")))
     }
 }
-
 
 #[cfg(test)]
 mod tests {

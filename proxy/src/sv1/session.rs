@@ -410,7 +410,8 @@ impl Session {
             extranonce[..en1.len()].copy_from_slice(en1);
             extranonce[en1.len()..en1.len() + en2_len].copy_from_slice(&en2[..en2_len]);
             let mut coinbase_tx = Vec::with_capacity(job.coinbase.serialized_len());
-            job.coinbase.write_for_block(&extranonce[..en1.len() + en2_len], &mut coinbase_tx);
+            job.coinbase
+                .write_for_block(&extranonce[..en1.len() + en2_len], &mut coinbase_tx);
             info!(
                 hash = %valid.hash,
                 height = job.template.height,

@@ -46,9 +46,16 @@ fn main() -> ExitCode {
             println!("authority_secret_key = \"{}\"", kp.secret_string());
             ExitCode::SUCCESS
         }
-        Command::Run { config, listen, check_config, log } => {
+        Command::Run {
+            config,
+            listen,
+            check_config,
+            log,
+        } => {
             tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|_| "info".into()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|_| "info".into()),
+                )
                 .init();
             let raw: RawProviderConfig = match std::fs::read_to_string(&config)
                 .map_err(|e| e.to_string())
@@ -86,7 +93,7 @@ fn main() -> ExitCode {
                 match Provider::start(config).await {
                     Ok(p) => {
                         tracing::info!(listen = %p.local_addr(), "template provider running");
-                        stop_signal().await;
+                        template_provider::stop_signal().await;
                         p.shutdown().await;
                         ExitCode::SUCCESS
                     }
@@ -98,19 +105,4 @@ fn main() -> ExitCode {
             })
         }
     }
-}
-
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

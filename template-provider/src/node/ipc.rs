@@ -39,8 +39,8 @@ use bitcoin_core_sv2::runtime_api::template_distribution_protocol;
 use bitcoin_core_sv2::runtime_api::BitcoinCoreVersion;
 use parsers_sv2::TemplateDistributionOwned;
 use template_distribution_sv2::{
-    CoinbaseOutputConstraintsOwned, NewTemplate, NewTemplateOwned, RequestTransactionDataOwned, SetNewPrevHash,
-    SetNewPrevHashOwned,
+    CoinbaseOutputConstraintsOwned, NewTemplate, NewTemplateOwned, RequestTransactionDataOwned,
+    SetNewPrevHash, SetNewPrevHashOwned,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -117,9 +117,13 @@ pub async fn spawn(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<watch::Receiver<Arc<Template>>, IpcError> {
-    let min_interval = u8::try_from(config.min_interval.as_secs()).map_err(|_| IpcError::Interval(config.min_interval))?;
+    let min_interval = u8::try_from(config.min_interval.as_secs())
+        .map_err(|_| IpcError::Interval(config.min_interval))?;
     if let Err(e) = std::fs::metadata(&config.socket) {
-        return Err(IpcError::NoSocket { socket: config.socket.clone(), reason: e.to_string() });
+        return Err(IpcError::NoSocket {
+            socket: config.socket.clone(),
+            reason: e.to_string(),
+        });
     }
     // Our own token: a failed start stops the thread without touching the caller's.
     let stop = shutdown.child_token();
@@ -163,7 +167,10 @@ pub async fn spawn(
         }
         Err(_) => {
             stop.cancel();
-            return Err(IpcError::NoTemplate { socket: config.socket, timeout: FIRST_TEMPLATE_TIMEOUT });
+            return Err(IpcError::NoTemplate {
+                socket: config.socket,
+                timeout: FIRST_TEMPLATE_TIMEOUT,
+            });
         }
     };
     tracker.spawn(driver.run(stop));
@@ -194,10 +201,15 @@ struct IpcThread {
 
 impl IpcThread {
     fn run(self) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
-                let _ = self.events.send(Event::ConnectFailed(format!("cannot build the IPC thread's runtime: {e}")));
+                let _ = self.events.send(Event::ConnectFailed(format!(
+                    "cannot build the IPC thread's runtime: {e}"
+                )));
                 return;
             }
         };
@@ -211,9 +223,18 @@ impl IpcThread {
             if self.stop.is_cancelled() || self.events.is_closed() {
                 break;
             }
-            failures = if connected { 1 } else { failures.saturating_add(1) };
-            let backoff = BACKOFF_START.saturating_mul(1 << failures.saturating_sub(1).min(6)).min(BACKOFF_MAX);
-            debug!(?backoff, "reconnecting to the node's IPC socket after a pause");
+            failures = if connected {
+                1
+            } else {
+                failures.saturating_add(1)
+            };
+            let backoff = BACKOFF_START
+                .saturating_mul(1 << failures.saturating_sub(1).min(6))
+                .min(BACKOFF_MAX);
+            debug!(
+                ?backoff,
+                "reconnecting to the node's IPC socket after a pause"
+            );
             rt.block_on(async {
                 tokio::select! {
                     _ = self.stop.cancelled() => {}
@@ -249,16 +270,24 @@ impl IpcThread {
                 return false;
             }
             Err(_) => {
-                let _ = self.events.send(Event::ConnectFailed(format!("no IPC handshake within {CONNECT_TIMEOUT:?}")));
+                let _ = self.events.send(Event::ConnectFailed(format!(
+                    "no IPC handshake within {CONNECT_TIMEOUT:?}"
+                )));
                 return false;
             }
         };
         // Templates start flowing once the node knows how much room our coinbase needs.
-        let constraints = TemplateDistributionOwned::CoinbaseOutputConstraints(CoinbaseOutputConstraintsOwned {
-            coinbase_output_max_additional_size: COINBASE_OUTPUT_MAX_ADDITIONAL_SIZE,
-            coinbase_output_max_additional_sigops: COINBASE_OUTPUT_MAX_ADDITIONAL_SIGOPS,
-        });
-        if to_node.try_send(constraints).is_err() || self.events.send(Event::Connected { to_node, from_node }).is_err() {
+        let constraints =
+            TemplateDistributionOwned::CoinbaseOutputConstraints(CoinbaseOutputConstraintsOwned {
+                coinbase_output_max_additional_size: COINBASE_OUTPUT_MAX_ADDITIONAL_SIZE,
+                coinbase_output_max_additional_sigops: COINBASE_OUTPUT_MAX_ADDITIONAL_SIGOPS,
+            });
+        if to_node.try_send(constraints).is_err()
+            || self
+                .events
+                .send(Event::Connected { to_node, from_node })
+                .is_err()
+        {
             token.cancel();
             return true;
         }
@@ -334,9 +363,20 @@ impl Driver {
                     let out = self.out.as_ref().expect("publishing creates the channel");
                     return Ok(out.subscribe());
                 }
-                Step::ConnectFailed(reason) => return Err(IpcError::Connect { socket: self.socket.clone(), reason }),
-                Step::Ended | Step::Closed => return Err(IpcError::SessionEnded { socket: self.socket.clone() }),
-                Step::Refused(Refusal::Template(reason)) => return Err(IpcError::BadTemplate(reason)),
+                Step::ConnectFailed(reason) => {
+                    return Err(IpcError::Connect {
+                        socket: self.socket.clone(),
+                        reason,
+                    })
+                }
+                Step::Ended | Step::Closed => {
+                    return Err(IpcError::SessionEnded {
+                        socket: self.socket.clone(),
+                    })
+                }
+                Step::Refused(Refusal::Template(reason)) => {
+                    return Err(IpcError::BadTemplate(reason))
+                }
                 Step::Refused(Refusal::Policy(e)) => return Err(IpcError::Policy(e)),
                 Step::Nothing | Step::Connected => {}
             }
@@ -365,7 +405,9 @@ impl Driver {
                         lost = true;
                     }
                 }
-                Step::ConnectFailed(reason) => warn!(%socket, %reason, "cannot reconnect to the node over IPC; retrying"),
+                Step::ConnectFailed(reason) => {
+                    warn!(%socket, %reason, "cannot reconnect to the node over IPC; retrying")
+                }
                 Step::Refused(Refusal::Template(reason)) => {
                     error!(%socket, %reason, "the node's template over IPC cannot be mined; miners keep the last template")
                 }
@@ -397,7 +439,13 @@ impl Driver {
             Input::Event(None) => Step::Closed,
             Input::Event(Some(Event::Connected { to_node, from_node })) => {
                 debug!(socket = %self.socket.display(), "IPC session up");
-                self.session = Some(Session { to_node, from_node, base: self.next_base, prev: None, pending: HashMap::new() });
+                self.session = Some(Session {
+                    to_node,
+                    from_node,
+                    base: self.next_base,
+                    prev: None,
+                    pending: HashMap::new(),
+                });
                 Step::Connected
             }
             Input::Event(Some(Event::ConnectFailed(reason))) => Step::ConnectFailed(reason),
@@ -422,17 +470,36 @@ impl Driver {
     }
 
     fn message(&mut self, m: TemplateDistributionOwned) -> Step {
-        let Some(s) = self.session.as_mut() else { return Step::Nothing };
+        let Some(s) = self.session.as_mut() else {
+            return Step::Nothing;
+        };
         match m {
             TemplateDistributionOwned::NewTemplate(new) => {
                 let id = new.template_id;
-                debug!(ipc_id = id, future = new.future_template, "NewTemplate over IPC");
-                let prev = if new.future_template { None } else { s.prev.clone() };
-                let request = TemplateDistributionOwned::RequestTransactionData(RequestTransactionDataOwned { template_id: id });
+                debug!(
+                    ipc_id = id,
+                    future = new.future_template,
+                    "NewTemplate over IPC"
+                );
+                let prev = if new.future_template {
+                    None
+                } else {
+                    s.prev.clone()
+                };
+                let request = TemplateDistributionOwned::RequestTransactionData(
+                    RequestTransactionDataOwned { template_id: id },
+                );
                 if s.to_node.try_send(request).is_err() {
                     return Step::Nothing; // the session is ending
                 }
-                s.pending.insert(id, Pending { new, prev, txs: None });
+                s.pending.insert(
+                    id,
+                    Pending {
+                        new,
+                        prev,
+                        txs: None,
+                    },
+                );
                 let seen = s.base + id;
                 self.last_id = Some(self.last_id.map_or(seen, |l| l.max(seen)));
                 Step::Nothing
@@ -472,15 +539,24 @@ impl Driver {
 
     /// Publishes the template `id` once it has its transactions and its tip.
     fn try_complete(&mut self, id: u64) -> Step {
-        let Some(s) = self.session.as_mut() else { return Step::Nothing };
+        let Some(s) = self.session.as_mut() else {
+            return Step::Nothing;
+        };
         match s.pending.get(&id) {
             Some(p) if p.prev.is_some() && p.txs.is_some() => {}
             _ => return Step::Nothing,
         }
         let p = s.pending.remove(&id).expect("checked above");
-        let (prev, txs) = (p.prev.expect("checked above"), p.txs.expect("checked above"));
+        let (prev, txs) = (
+            p.prev.expect("checked above"),
+            p.txs.expect("checked above"),
+        );
         // Only a template on the node's current tip is worth mining.
-        let current_tip = s.prev.as_ref().map(|c| c.prev_hash.as_bytes() == prev.prev_hash.as_bytes()).unwrap_or(false);
+        let current_tip = s
+            .prev
+            .as_ref()
+            .map(|c| c.prev_hash.as_bytes() == prev.prev_hash.as_bytes())
+            .unwrap_or(false);
         if !current_tip {
             debug!(ipc_id = id, "template for an old tip; dropped");
             return Step::Nothing;
@@ -535,10 +611,14 @@ fn build(
 ) -> Result<Template, String> {
     // The owned messages are the borrowed ones of the same crates: one trip through the wire
     // format reuses the conversion the TDP client uses.
-    let mut new_bytes = binary_sv2::to_bytes(new.clone()).map_err(|e| format!("NewTemplate does not encode: {e:?}"))?;
-    let new: NewTemplate<'_> = binary_sv2::from_bytes(&mut new_bytes).map_err(|e| format!("NewTemplate does not decode: {e:?}"))?;
-    let mut prev_bytes = binary_sv2::to_bytes(prev.clone()).map_err(|e| format!("SetNewPrevHash does not encode: {e:?}"))?;
-    let prev: SetNewPrevHash<'_> = binary_sv2::from_bytes(&mut prev_bytes).map_err(|e| format!("SetNewPrevHash does not decode: {e:?}"))?;
+    let mut new_bytes = binary_sv2::to_bytes(new.clone())
+        .map_err(|e| format!("NewTemplate does not encode: {e:?}"))?;
+    let new: NewTemplate<'_> = binary_sv2::from_bytes(&mut new_bytes)
+        .map_err(|e| format!("NewTemplate does not decode: {e:?}"))?;
+    let mut prev_bytes = binary_sv2::to_bytes(prev.clone())
+        .map_err(|e| format!("SetNewPrevHash does not encode: {e:?}"))?;
+    let prev: SetNewPrevHash<'_> = binary_sv2::from_bytes(&mut prev_bytes)
+        .map_err(|e| format!("SetNewPrevHash does not decode: {e:?}"))?;
     let mut t = template_from_tdp(&new, &prev, network).map_err(|e| e.to_string())?;
     t.id = id;
     t.kind = TemplateKind::Full;
@@ -561,12 +641,24 @@ fn decode_txs(list: Vec<B016MOwned>) -> Result<Vec<TemplateTx>, String> {
     let mut out = Vec::with_capacity(list.len());
     for (i, raw) in list.into_iter().enumerate() {
         let data = raw.into_bytes();
-        let tx: Transaction = deserialize(&data).map_err(|e| format!("transaction {i} of the template does not decode: {e}"))?;
+        let tx: Transaction = deserialize(&data)
+            .map_err(|e| format!("transaction {i} of the template does not decode: {e}"))?;
         let txid = tx.compute_txid();
-        let mut depends: Vec<usize> = tx.input.iter().filter_map(|input| position.get(&input.previous_output.txid).copied()).collect();
+        let mut depends: Vec<usize> = tx
+            .input
+            .iter()
+            .filter_map(|input| position.get(&input.previous_output.txid).copied())
+            .collect();
         depends.sort_unstable();
         depends.dedup();
-        out.push(TemplateTx { txid, wtxid: tx.compute_wtxid(), weight: tx.weight().to_wu(), fee: None, depends, data });
+        out.push(TemplateTx {
+            txid,
+            wtxid: tx.compute_wtxid(),
+            weight: tx.weight().to_wu(),
+            fee: None,
+            depends,
+            data,
+        });
         position.insert(txid, i);
     }
     Ok(out)
@@ -582,7 +674,11 @@ fn filter(policy: &Policy, t: Template) -> Result<Template, PolicyError> {
         debug!(txid = %r.txid, reason = %r.reason, "policy removed a transaction");
     }
     if !outcome.removed.is_empty() {
-        info!(height = t.height, removed = outcome.removed.len(), "farm policy applied to the template");
+        info!(
+            height = t.height,
+            removed = outcome.removed.len(),
+            "farm policy applied to the template"
+        );
     }
     Ok(outcome.template.unwrap_or(t))
 }
@@ -601,9 +697,17 @@ mod tests {
             lock_time: LockTime::ZERO,
             input: spends
                 .iter()
-                .map(|o| TxIn { previous_output: *o, script_sig: ScriptBuf::new(), sequence: Sequence::MAX, witness: Witness::from_slice(&[[tag; 72]]) })
+                .map(|o| TxIn {
+                    previous_output: *o,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::MAX,
+                    witness: Witness::from_slice(&[[tag; 72]]),
+                })
                 .collect(),
-            output: vec![TxOut { value: Amount::from_sat(1_000), script_pubkey: ScriptBuf::from_bytes(vec![0x51]) }],
+            output: vec![TxOut {
+                value: Amount::from_sat(1_000),
+                script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+            }],
         }
     }
 
@@ -613,13 +717,50 @@ mod tests {
 
     #[test]
     fn depends_are_the_earlier_template_transactions_spent() {
-        let outside = OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 };
+        let outside = OutPoint {
+            txid: Txid::from_byte_array([9; 32]),
+            vout: 0,
+        };
         let a = tx(&[outside], 1);
-        let b = tx(&[OutPoint { txid: Txid::from_byte_array([8; 32]), vout: 1 }], 2);
-        let c = tx(&[OutPoint { txid: a.compute_txid(), vout: 0 }, OutPoint { txid: b.compute_txid(), vout: 0 }, outside], 3);
-        let d = tx(&[OutPoint { txid: c.compute_txid(), vout: 0 }, OutPoint { txid: c.compute_txid(), vout: 1 }], 4);
+        let b = tx(
+            &[OutPoint {
+                txid: Txid::from_byte_array([8; 32]),
+                vout: 1,
+            }],
+            2,
+        );
+        let c = tx(
+            &[
+                OutPoint {
+                    txid: a.compute_txid(),
+                    vout: 0,
+                },
+                OutPoint {
+                    txid: b.compute_txid(),
+                    vout: 0,
+                },
+                outside,
+            ],
+            3,
+        );
+        let d = tx(
+            &[
+                OutPoint {
+                    txid: c.compute_txid(),
+                    vout: 0,
+                },
+                OutPoint {
+                    txid: c.compute_txid(),
+                    vout: 1,
+                },
+            ],
+            4,
+        );
         let txs = decode_txs(vec![owned(&a), owned(&b), owned(&c), owned(&d)]).unwrap();
-        assert_eq!(txs.iter().map(|t| t.depends.clone()).collect::<Vec<_>>(), vec![vec![], vec![], vec![0, 1], vec![2]]);
+        assert_eq!(
+            txs.iter().map(|t| t.depends.clone()).collect::<Vec<_>>(),
+            vec![vec![], vec![], vec![0, 1], vec![2]]
+        );
         assert_eq!(txs[2].txid, c.compute_txid());
         assert_eq!(txs[2].wtxid, c.compute_wtxid());
         assert_eq!(txs[2].weight, c.weight().to_wu());

@@ -4,9 +4,14 @@
 use std::time::Duration;
 
 use binary_sv2::{GetSize, Serialize};
-use codec_sv2::{Decoded, Decrypted, Handshake, InitiatorSent, NoiseDecoder, NoiseEncoder, TransportDecryptState, TransportEncryptState};
+use codec_sv2::{
+    Decoded, Decrypted, Handshake, InitiatorSent, NoiseDecoder, NoiseEncoder,
+    TransportDecryptState, TransportEncryptState,
+};
 use framing_sv2::framing::MessageFrame;
-use noise_sv2::{Initiator, Responder, ELLSWIFT_ENCODING_SIZE, INITIATOR_EXPECTED_HANDSHAKE_MESSAGE_SIZE};
+use noise_sv2::{
+    Initiator, Responder, ELLSWIFT_ENCODING_SIZE, INITIATOR_EXPECTED_HANDSHAKE_MESSAGE_SIZE,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -68,7 +73,9 @@ impl NoiseReader {
         loop {
             let need = self.decoder.writable();
             read_exact_or_closed(&mut self.stream, need).await?;
-            let state = self.state.take().ok_or_else(|| Sv2Error::Codec("decoder state lost after an earlier error".into()))?;
+            let state = self.state.take().ok_or_else(|| {
+                Sv2Error::Codec("decoder state lost after an earlier error".into())
+            })?;
             match self.decoder.next_transport_frame(state).map_err(codec)? {
                 Decrypted::Frame(mut frame, state) => {
                     self.state = Some(state);
@@ -103,9 +110,18 @@ impl NoiseWriter {
     ///
     /// # Errors
     /// A message that cannot be framed, or the I/O error.
-    pub async fn send<T: Serialize + GetSize>(&mut self, message: T, msg_type: u8, channel_msg: bool) -> Result<(), Sv2Error> {
-        let frame = MessageFrame::from_message(message, msg_type, 0, channel_msg).map_err(|e| Sv2Error::Encode(format!("{e:?}")))?;
-        let bytes = self.encoder.encode_transport(frame, &mut self.state).map_err(codec)?;
+    pub async fn send<T: Serialize + GetSize>(
+        &mut self,
+        message: T,
+        msg_type: u8,
+        channel_msg: bool,
+    ) -> Result<(), Sv2Error> {
+        let frame = MessageFrame::from_message(message, msg_type, 0, channel_msg)
+            .map_err(|e| Sv2Error::Encode(format!("{e:?}")))?;
+        let bytes = self
+            .encoder
+            .encode_transport(frame, &mut self.state)
+            .map_err(codec)?;
         self.stream.write_all(bytes.as_ref()).await?;
         Ok(())
     }
@@ -123,9 +139,18 @@ async fn read_exact_or_closed(stream: &mut OwnedReadHalf, buf: &mut [u8]) -> Res
 ///
 /// # Errors
 /// A handshake that fails or does not finish within `timeout`.
-pub async fn accept(stream: TcpStream, keys: &AuthorityKeypair, cert_validity: Duration, timeout: Duration) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
-    let responder = Responder::from_authority_kp(&keys.public().to_bytes(), &keys.secret_bytes(), cert_validity)
-        .map_err(|e| Sv2Error::Handshake(format!("{e:?}")))?;
+pub async fn accept(
+    stream: TcpStream,
+    keys: &AuthorityKeypair,
+    cert_validity: Duration,
+    timeout: Duration,
+) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
+    let responder = Responder::from_authority_kp(
+        &keys.public().to_bytes(),
+        &keys.secret_bytes(),
+        cert_validity,
+    )
+    .map_err(|e| Sv2Error::Handshake(format!("{e:?}")))?;
     tokio::time::timeout(timeout, async move {
         let _ = stream.set_nodelay(true);
         let (mut r, mut w) = stream.into_split();
@@ -137,14 +162,27 @@ pub async fn accept(stream: TcpStream, keys: &AuthorityKeypair, cert_validity: D
                 Decoded::Incomplete(_) => read_exact_or_closed(&mut r, decoder.writable()).await?,
             }
         };
-        let theirs: [u8; ELLSWIFT_ENCODING_SIZE] =
-            theirs.payload().try_into().map_err(|_| Sv2Error::Handshake("short ephemeral key".into()))?;
-        let (reply, transport) = Handshake::responder(responder).step_1(theirs).map_err(|e| Sv2Error::Handshake(e.to_string()))?;
-        w.write_all(encoder.encode_handshake(reply).as_ref()).await?;
+        let theirs: [u8; ELLSWIFT_ENCODING_SIZE] = theirs
+            .payload()
+            .try_into()
+            .map_err(|_| Sv2Error::Handshake("short ephemeral key".into()))?;
+        let (reply, transport) = Handshake::responder(responder)
+            .step_1(theirs)
+            .map_err(|e| Sv2Error::Handshake(e.to_string()))?;
+        w.write_all(encoder.encode_handshake(reply).as_ref())
+            .await?;
         let (enc, dec) = transport.split();
         Ok((
-            NoiseReader { stream: r, decoder, state: Some(dec) },
-            NoiseWriter { stream: w, encoder, state: enc },
+            NoiseReader {
+                stream: r,
+                decoder,
+                state: Some(dec),
+            },
+            NoiseWriter {
+                stream: w,
+                encoder,
+                state: enc,
+            },
         ))
     })
     .await
@@ -157,30 +195,53 @@ pub async fn accept(stream: TcpStream, keys: &AuthorityKeypair, cert_validity: D
 /// # Errors
 /// A certificate not signed by the pinned key or out of its validity window, a handshake that
 /// fails, or one that does not finish within `timeout`.
-pub async fn connect(stream: TcpStream, authority: AuthorityPublicKey, timeout: Duration) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
-    let initiator = Initiator::from_raw_k(authority.to_bytes()).map_err(|e| Sv2Error::Handshake(format!("{e:?}")))?;
+pub async fn connect(
+    stream: TcpStream,
+    authority: AuthorityPublicKey,
+    timeout: Duration,
+) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
+    let initiator = Initiator::from_raw_k(authority.to_bytes())
+        .map_err(|e| Sv2Error::Handshake(format!("{e:?}")))?;
     tokio::time::timeout(timeout, async move {
         let _ = stream.set_nodelay(true);
         let (mut r, mut w) = stream.into_split();
         let mut decoder = NoiseDecoder::new();
         let mut encoder = NoiseEncoder::new();
-        let (first, sent) = Handshake::initiator(initiator).step_0().map_err(|e| Sv2Error::Handshake(e.to_string()))?;
-        w.write_all(encoder.encode_handshake(first).as_ref()).await?;
+        let (first, sent) = Handshake::initiator(initiator)
+            .step_0()
+            .map_err(|e| Sv2Error::Handshake(e.to_string()))?;
+        w.write_all(encoder.encode_handshake(first).as_ref())
+            .await?;
         let reply = loop {
-            match decoder.next_handshake_frame::<InitiatorSent>().map_err(codec)? {
+            match decoder
+                .next_handshake_frame::<InitiatorSent>()
+                .map_err(codec)?
+            {
                 Decoded::Frame(m) => break m,
                 Decoded::Incomplete(_) => read_exact_or_closed(&mut r, decoder.writable()).await?,
             }
         };
-        let reply: [u8; INITIATOR_EXPECTED_HANDSHAKE_MESSAGE_SIZE] =
-            reply.payload().try_into().map_err(|_| Sv2Error::Handshake("short handshake reply".into()))?;
-        let transport = sent
-            .step_2(reply)
-            .map_err(|e| Sv2Error::Handshake(format!("the responder's certificate is not valid for the pinned authority key: {e}")))?;
+        let reply: [u8; INITIATOR_EXPECTED_HANDSHAKE_MESSAGE_SIZE] = reply
+            .payload()
+            .try_into()
+            .map_err(|_| Sv2Error::Handshake("short handshake reply".into()))?;
+        let transport = sent.step_2(reply).map_err(|e| {
+            Sv2Error::Handshake(format!(
+                "the responder's certificate is not valid for the pinned authority key: {e}"
+            ))
+        })?;
         let (enc, dec) = transport.split();
         Ok((
-            NoiseReader { stream: r, decoder, state: Some(dec) },
-            NoiseWriter { stream: w, encoder, state: enc },
+            NoiseReader {
+                stream: r,
+                decoder,
+                state: Some(dec),
+            },
+            NoiseWriter {
+                stream: w,
+                encoder,
+                state: enc,
+            },
         ))
     })
     .await
@@ -200,13 +261,44 @@ mod tests {
         let server_keys = keys.clone();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            let (mut r, mut w) = accept(s, &server_keys, Duration::from_secs(60), Duration::from_secs(5)).await.unwrap();
+            let (mut r, mut w) = accept(
+                s,
+                &server_keys,
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
             let f = r.recv().await.unwrap();
-            w.send(SetupConnectionSuccess { used_version: 2, flags: 7 }, 0x01, false).await.unwrap();
+            w.send(
+                SetupConnectionSuccess {
+                    used_version: 2,
+                    flags: 7,
+                },
+                0x01,
+                false,
+            )
+            .await
+            .unwrap();
             f
         });
-        let (mut r, mut w) = connect(TcpStream::connect(addr).await.unwrap(), keys.public(), Duration::from_secs(5)).await.unwrap();
-        w.send(SetupConnectionSuccess { used_version: 2, flags: 3 }, 0x01, false).await.unwrap();
+        let (mut r, mut w) = connect(
+            TcpStream::connect(addr).await.unwrap(),
+            keys.public(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        w.send(
+            SetupConnectionSuccess {
+                used_version: 2,
+                flags: 3,
+            },
+            0x01,
+            false,
+        )
+        .await
+        .unwrap();
         let mut reply = r.recv().await.unwrap();
         let got: SetupConnectionSuccess = binary_sv2::from_bytes(&mut reply.payload).unwrap();
         assert_eq!((reply.msg_type, got.flags), (0x01, 7));
@@ -225,7 +317,13 @@ mod tests {
             let _ = accept(s, &keys, Duration::from_secs(60), Duration::from_secs(5)).await;
         });
         let other = AuthorityKeypair::generate().public();
-        let err = connect(TcpStream::connect(addr).await.unwrap(), other, Duration::from_secs(5)).await.unwrap_err();
+        let err = connect(
+            TcpStream::connect(addr).await.unwrap(),
+            other,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("pinned authority key"), "{err}");
     }
 }

@@ -6,8 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use secp256k1_sv2::{Keypair, Secp256k1};
 use key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use secp256k1_sv2::{Keypair, Secp256k1};
 
 /// A key that does not parse, or a pair that does not match.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,7 +35,8 @@ impl AuthorityPublicKey {
 impl FromStr for AuthorityPublicKey {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        let k = Secp256k1PublicKey::from_str(s.trim()).map_err(|e| KeyError::Public(e.to_string()))?;
+        let k =
+            Secp256k1PublicKey::from_str(s.trim()).map_err(|e| KeyError::Public(e.to_string()))?;
         Ok(AuthorityPublicKey(k.into_bytes()))
     }
 }
@@ -62,7 +63,9 @@ pub struct AuthorityKeypair {
 
 impl fmt::Debug for AuthorityKeypair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorityKeypair").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("AuthorityKeypair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +74,10 @@ impl AuthorityKeypair {
     pub fn generate() -> Self {
         let secp = Secp256k1::new();
         let kp = Keypair::new(&secp, &mut secp256k1_sv2::rand::thread_rng());
-        AuthorityKeypair { public: AuthorityPublicKey(kp.x_only_public_key().0.serialize()), secret: kp.secret_bytes() }
+        AuthorityKeypair {
+            public: AuthorityPublicKey(kp.x_only_public_key().0.serialize()),
+            secret: kp.secret_bytes(),
+        }
     }
 
     /// Reads a pair in base58check form and checks that they belong together.
@@ -80,12 +86,16 @@ impl AuthorityKeypair {
     /// A key that does not parse, or a secret of another public key.
     pub fn from_strings(public: &str, secret: &str) -> Result<Self, KeyError> {
         let public: AuthorityPublicKey = public.parse()?;
-        let sk = Secp256k1SecretKey::from_str(secret.trim()).map_err(|e| KeyError::Secret(e.to_string()))?;
+        let sk = Secp256k1SecretKey::from_str(secret.trim())
+            .map_err(|e| KeyError::Secret(e.to_string()))?;
         let derived = Secp256k1PublicKey::from(sk.clone()).into_bytes();
         if derived != public.0 {
             return Err(KeyError::Mismatch);
         }
-        Ok(AuthorityKeypair { public, secret: sk.into_bytes() })
+        Ok(AuthorityKeypair {
+            public,
+            secret: sk.into_bytes(),
+        })
     }
 
     pub fn public(&self) -> AuthorityPublicKey {
@@ -98,7 +108,8 @@ impl AuthorityKeypair {
 
     /// The secret in base58check form, for a config file.
     pub fn secret_string(&self) -> String {
-        let sk = secp256k1_sv2::SecretKey::from_slice(&self.secret).expect("held secrets are valid keys");
+        let sk = secp256k1_sv2::SecretKey::from_slice(&self.secret)
+            .expect("held secrets are valid keys");
         Secp256k1SecretKey(sk).to_string()
     }
 }
@@ -110,12 +121,20 @@ mod tests {
     #[test]
     fn generated_keys_round_trip_through_strings() {
         let kp = AuthorityKeypair::generate();
-        let again = AuthorityKeypair::from_strings(&kp.public().to_string(), &kp.secret_string()).unwrap();
+        let again =
+            AuthorityKeypair::from_strings(&kp.public().to_string(), &kp.secret_string()).unwrap();
         assert_eq!(again.public(), kp.public());
         assert_eq!(again.secret_bytes(), kp.secret_bytes());
         let other = AuthorityKeypair::generate();
-        assert_eq!(AuthorityKeypair::from_strings(&kp.public().to_string(), &other.secret_string()).unwrap_err(), KeyError::Mismatch);
-        assert!(matches!("nope".parse::<AuthorityPublicKey>(), Err(KeyError::Public(_))));
+        assert_eq!(
+            AuthorityKeypair::from_strings(&kp.public().to_string(), &other.secret_string())
+                .unwrap_err(),
+            KeyError::Mismatch
+        );
+        assert!(matches!(
+            "nope".parse::<AuthorityPublicKey>(),
+            Err(KeyError::Public(_))
+        ));
     }
 
     #[test]
@@ -126,6 +145,9 @@ mod tests {
             "mkDLTBBRxdBv998612qipDYoTK3YUrqLe8uWw7gu3iXbSrn2n",
         )
         .unwrap();
-        assert_eq!(kp.public().to_string(), "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72");
+        assert_eq!(
+            kp.public().to_string(),
+            "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72"
+        );
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use binary_sv2::{Str0255, B064K};
 use common_messages_sv2::{Protocol, SetupConnection, SetupConnectionSuccess};
 use template_distribution_sv2::{
-    CoinbaseOutputConstraints, NewTemplate, SetNewPrevHash, SubmitSolution, MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS, MESSAGE_TYPE_NEW_TEMPLATE,
-    MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_ERROR, MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_SUCCESS, MESSAGE_TYPE_SET_NEW_PREV_HASH,
-    MESSAGE_TYPE_SUBMIT_SOLUTION,
+    CoinbaseOutputConstraints, NewTemplate, SetNewPrevHash, SubmitSolution,
+    MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS, MESSAGE_TYPE_NEW_TEMPLATE,
+    MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_ERROR, MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_SUCCESS,
+    MESSAGE_TYPE_SET_NEW_PREV_HASH, MESSAGE_TYPE_SUBMIT_SOLUTION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -66,7 +67,10 @@ impl TdpClient {
 #[non_exhaustive]
 pub enum TdpClientError {
     #[error("cannot reach the template provider at {address}: {source}")]
-    Connect { address: String, source: std::io::Error },
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("template provider {0}")]
     Sv2(#[from] Sv2Error),
     #[error("template provider refused the setup: {0}")]
@@ -85,8 +89,14 @@ struct Link {
 async fn open(config: &TdpClientConfig) -> Result<Link, TdpClientError> {
     let stream = tokio::time::timeout(config.timeout, TcpStream::connect(&config.address))
         .await
-        .map_err(|_| TdpClientError::Connect { address: config.address.clone(), source: std::io::ErrorKind::TimedOut.into() })?
-        .map_err(|source| TdpClientError::Connect { address: config.address.clone(), source })?;
+        .map_err(|_| TdpClientError::Connect {
+            address: config.address.clone(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| TdpClientError::Connect {
+            address: config.address.clone(),
+            source,
+        })?;
     let (reader, mut writer) = connect(stream, config.authority, config.timeout).await?;
     let setup = SetupConnection {
         protocol: Protocol::TemplateDistributionProtocol,
@@ -100,20 +110,33 @@ async fn open(config: &TdpClientConfig) -> Result<Link, TdpClientError> {
         firmware: Str0255::try_from(env!("CARGO_PKG_VERSION").as_bytes()).expect("short"),
         device_id: Str0255::try_from(&b""[..]).expect("empty fits"),
     };
-    writer.send(setup, common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION, false).await?;
+    writer
+        .send(
+            setup,
+            common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION,
+            false,
+        )
+        .await?;
     let mut reader = spawn_reader(reader);
     let mut reply = recv(&mut reader, config.timeout).await?;
     match reply.msg_type {
         common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION_SUCCESS => {
-            let _ok: SetupConnectionSuccess = binary_sv2::from_bytes(&mut reply.payload).map_err(|e| TdpClientError::Refused(format!("{e:?}")))?;
+            let _ok: SetupConnectionSuccess = binary_sv2::from_bytes(&mut reply.payload)
+                .map_err(|e| TdpClientError::Refused(format!("{e:?}")))?;
         }
-        other => return Err(TdpClientError::Refused(format!("answer of type 0x{other:02x}"))),
+        other => {
+            return Err(TdpClientError::Refused(format!(
+                "answer of type 0x{other:02x}"
+            )))
+        }
     }
     let constraints = CoinbaseOutputConstraints {
         coinbase_output_max_additional_size: config.coinbase_output_max_additional_size,
         coinbase_output_max_additional_sigops: 0,
     };
-    writer.send(constraints, MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS, false).await?;
+    writer
+        .send(constraints, MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS, false)
+        .await?;
     Ok(Link { reader, writer })
 }
 
@@ -131,7 +154,10 @@ fn spawn_reader(mut reader: NoiseReader) -> mpsc::Receiver<Result<Frame, Sv2Erro
     rx
 }
 
-async fn recv(reader: &mut mpsc::Receiver<Result<Frame, Sv2Error>>, timeout: Duration) -> Result<Frame, TdpClientError> {
+async fn recv(
+    reader: &mut mpsc::Receiver<Result<Frame, Sv2Error>>,
+    timeout: Duration,
+) -> Result<Frame, TdpClientError> {
     match tokio::time::timeout(timeout, reader.recv()).await {
         Ok(Some(Ok(f))) => Ok(f),
         Ok(Some(Err(e))) => Err(e.into()),
@@ -153,7 +179,11 @@ fn decode<'a, T: binary_sv2::Deserialize<'a>>(payload: &'a mut [u8]) -> Result<T
 }
 
 impl Assembler {
-    fn on_frame(&mut self, frame: &mut Frame, network: bitcoin::Network) -> Result<Option<Template>, TdpClientError> {
+    fn on_frame(
+        &mut self,
+        frame: &mut Frame,
+        network: bitcoin::Network,
+    ) -> Result<Option<Template>, TdpClientError> {
         match frame.msg_type {
             MESSAGE_TYPE_NEW_TEMPLATE => {
                 let mut raw = frame.payload.clone();
@@ -165,10 +195,14 @@ impl Assembler {
                     self.future.insert(t.template_id, frame.payload.clone());
                     return Ok(None);
                 }
-                let Some(prev_raw) = &self.prev else { return Ok(None) };
+                let Some(prev_raw) = &self.prev else {
+                    return Ok(None);
+                };
                 let mut prev_raw = prev_raw.clone();
                 let prev: SetNewPrevHash<'_> = decode(&mut prev_raw)?;
-                template_from_tdp(&t, &prev, network).map(Some).map_err(|e| TdpClientError::Template(e.to_string()))
+                template_from_tdp(&t, &prev, network)
+                    .map(Some)
+                    .map_err(|e| TdpClientError::Template(e.to_string()))
             }
             MESSAGE_TYPE_SET_NEW_PREV_HASH => {
                 let mut raw = frame.payload.clone();
@@ -176,7 +210,10 @@ impl Assembler {
                 let template = match self.future.remove(&p.template_id) {
                     Some(mut t_raw) => {
                         let t: NewTemplate<'_> = decode(&mut t_raw)?;
-                        Some(template_from_tdp(&t, &p, network).map_err(|e| TdpClientError::Template(e.to_string()))?)
+                        Some(
+                            template_from_tdp(&t, &p, network)
+                                .map_err(|e| TdpClientError::Template(e.to_string()))?,
+                        )
                     }
                     None => None,
                 };
@@ -184,8 +221,11 @@ impl Assembler {
                 self.prev = Some(frame.payload.clone());
                 Ok(template)
             }
-            MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_SUCCESS | MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_ERROR => Ok(None),
-            other => Err(TdpClientError::Template(format!("unexpected message type 0x{other:02x}"))),
+            MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_SUCCESS
+            | MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_ERROR => Ok(None),
+            other => Err(TdpClientError::Template(format!(
+                "unexpected message type 0x{other:02x}"
+            ))),
         }
     }
 }
@@ -212,7 +252,12 @@ pub async fn spawn(
     let (tx, rx) = watch::channel(Arc::new(first));
     let (solutions_tx, solutions) = mpsc::unbounded_channel();
     tracker.spawn(run(config, link, assembler, tx, solutions, shutdown));
-    Ok((TdpClient { solutions: solutions_tx }, rx))
+    Ok((
+        TdpClient {
+            solutions: solutions_tx,
+        },
+        rx,
+    ))
 }
 
 async fn run(
@@ -267,7 +312,9 @@ async fn run(
                     info!(address = %config.address, "template provider link restored");
                     break;
                 }
-                Err(e) => warn!(address = %config.address, error = %e, "template provider still unreachable"),
+                Err(e) => {
+                    warn!(address = %config.address, error = %e, "template provider still unreachable")
+                }
             }
         }
     }

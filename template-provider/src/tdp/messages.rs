@@ -5,7 +5,10 @@ use std::sync::Arc;
 use binary_sv2::{Seq0255, B0255, B064K, U256};
 use bitcoin::consensus::{deserialize, Encodable};
 use bitcoin::hashes::Hash;
-use bitcoin::{block, Amount, BlockHash, CompactTarget, Network, ScriptBuf, Target, Transaction, TxMerkleNode, TxOut, Witness};
+use bitcoin::{
+    block, Amount, BlockHash, CompactTarget, Network, ScriptBuf, Target, Transaction, TxMerkleNode,
+    TxOut, Witness,
+};
 use template_distribution_sv2::{NewTemplate, SetNewPrevHash, SubmitSolution};
 
 use crate::template::{merkle, Template, TemplateId, TemplateKind};
@@ -22,15 +25,24 @@ impl NewTemplateParts {
     /// Renders the coinbase requirements of `t`: the BIP34 height as the scriptSig prefix and
     /// the witness commitment (when the block needs one) as the required output.
     pub fn of(t: &Template) -> Self {
-        let prefix = bitcoin::script::Builder::new().push_int(i64::from(t.height)).into_bytes();
+        let prefix = bitcoin::script::Builder::new()
+            .push_int(i64::from(t.height))
+            .into_bytes();
         let mut outputs = Vec::new();
         if let Some(c) = &t.witness_commitment {
-            TxOut { value: Amount::ZERO, script_pubkey: c.clone() }
-                .consensus_encode(&mut outputs)
-                .expect("writing to a Vec cannot fail");
+            TxOut {
+                value: Amount::ZERO,
+                script_pubkey: c.clone(),
+            }
+            .consensus_encode(&mut outputs)
+            .expect("writing to a Vec cannot fail");
         }
         let path = t.merkle_path.iter().map(|n| n.to_byte_array()).collect();
-        NewTemplateParts { prefix, outputs, path }
+        NewTemplateParts {
+            prefix,
+            outputs,
+            path,
+        }
     }
 
     /// The message; `future` for a template on a tip not yet announced.
@@ -44,13 +56,16 @@ impl NewTemplateParts {
             future_template: future,
             version: t.version as u32,
             coinbase_tx_version: 2,
-            coinbase_prefix: B0255::try_from(&self.prefix[..]).expect("a height push is at most 5 bytes"),
+            coinbase_prefix: B0255::try_from(&self.prefix[..])
+                .expect("a height push is at most 5 bytes"),
             coinbase_tx_input_sequence: u32::MAX,
             coinbase_tx_value_remaining: t.coinbase_value.to_sat(),
             coinbase_tx_outputs_count: u32::from(t.witness_commitment.is_some()),
-            coinbase_tx_outputs: B064K::try_from(&self.outputs[..]).expect("one output is far below 64 KiB"),
+            coinbase_tx_outputs: B064K::try_from(&self.outputs[..])
+                .expect("one output is far below 64 KiB"),
             coinbase_tx_locktime: 0,
-            merkle_path: Seq0255::new(self.path.iter().map(U256::from).collect()).expect("a merkle path has at most 255 levels"),
+            merkle_path: Seq0255::new(self.path.iter().map(U256::from).collect())
+                .expect("a merkle path has at most 255 levels"),
         }
     }
 }
@@ -69,7 +84,10 @@ pub struct PrevHashParts {
 
 impl PrevHashParts {
     pub fn of(t: &Template) -> Self {
-        PrevHashParts { prev_hash: t.prev_hash.to_byte_array(), target: target_le(t.bits) }
+        PrevHashParts {
+            prev_hash: t.prev_hash.to_byte_array(),
+            target: target_le(t.bits),
+        }
     }
 
     pub fn message<'a>(&'a self, t: &Template) -> SetNewPrevHash<'a> {
@@ -100,8 +118,12 @@ pub enum SolutionError {
 ///
 /// # Errors
 /// A coinbase that does not decode or is not a coinbase.
-pub fn block_from_solution(t: &Template, solution: &SubmitSolution<'_>) -> Result<(BlockHash, Vec<u8>), SolutionError> {
-    let mut coinbase: Transaction = deserialize(solution.coinbase_tx.as_bytes()).map_err(|e| SolutionError::Coinbase(e.to_string()))?;
+pub fn block_from_solution(
+    t: &Template,
+    solution: &SubmitSolution<'_>,
+) -> Result<(BlockHash, Vec<u8>), SolutionError> {
+    let mut coinbase: Transaction = deserialize(solution.coinbase_tx.as_bytes())
+        .map_err(|e| SolutionError::Coinbase(e.to_string()))?;
     if !coinbase.is_coinbase() {
         return Err(SolutionError::NotCoinbase);
     }
@@ -117,11 +139,15 @@ pub fn block_from_solution(t: &Template, solution: &SubmitSolution<'_>) -> Resul
         nonce: solution.header_nonce,
     };
     let mut out = Vec::with_capacity(1024 + t.txs.iter().map(|x| x.data.len()).sum::<usize>());
-    header.consensus_encode(&mut out).expect("writing to a Vec cannot fail");
+    header
+        .consensus_encode(&mut out)
+        .expect("writing to a Vec cannot fail");
     bitcoin::consensus::encode::VarInt::from(t.txs.len() + 1)
         .consensus_encode(&mut out)
         .expect("writing to a Vec cannot fail");
-    coinbase.consensus_encode(&mut out).expect("writing to a Vec cannot fail");
+    coinbase
+        .consensus_encode(&mut out)
+        .expect("writing to a Vec cannot fail");
     for tx in t.txs.iter() {
         out.extend_from_slice(&tx.data);
     }
@@ -136,7 +162,9 @@ pub enum IncomingError {
     Height,
     #[error("required coinbase outputs do not decode: {0}")]
     Outputs(String),
-    #[error("required coinbase output {0} is not a witness commitment; only that one is supported")]
+    #[error(
+        "required coinbase output {0} is not a witness commitment; only that one is supported"
+    )]
     UnsupportedOutput(String),
 }
 
@@ -147,19 +175,29 @@ pub enum IncomingError {
 ///
 /// # Errors
 /// A prefix without a height, or required outputs other than the witness commitment.
-pub fn template_from_tdp(new: &NewTemplate<'_>, prev: &SetNewPrevHash<'_>, network: Network) -> Result<Template, IncomingError> {
+pub fn template_from_tdp(
+    new: &NewTemplate<'_>,
+    prev: &SetNewPrevHash<'_>,
+    network: Network,
+) -> Result<Template, IncomingError> {
     let prefix = new.coinbase_prefix.as_bytes();
     let height = bip34_height(prefix).ok_or(IncomingError::Height)?;
     let mut witness_commitment = None;
     let mut raw = new.coinbase_tx_outputs.as_bytes();
     for _ in 0..new.coinbase_tx_outputs_count {
-        let (out, used): (TxOut, usize) =
-            bitcoin::consensus::deserialize_partial(raw).map_err(|e| IncomingError::Outputs(e.to_string()))?;
+        let (out, used): (TxOut, usize) = bitcoin::consensus::deserialize_partial(raw)
+            .map_err(|e| IncomingError::Outputs(e.to_string()))?;
         raw = &raw[used..];
-        if out.script_pubkey.as_bytes().starts_with(&[0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed]) {
+        if out
+            .script_pubkey
+            .as_bytes()
+            .starts_with(&[0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed])
+        {
             witness_commitment = Some(out.script_pubkey);
         } else {
-            return Err(IncomingError::UnsupportedOutput(out.script_pubkey.to_hex_string()));
+            return Err(IncomingError::UnsupportedOutput(
+                out.script_pubkey.to_hex_string(),
+            ));
         }
     }
     let merkle_path = new
@@ -219,10 +257,16 @@ mod tests {
             cur_time: 200,
             coinbase_value: Amount::from_sat(5_000_000_000),
             witness_commitment: Some(ScriptBuf::from_bytes(
-                hex::decode("6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9").unwrap(),
+                hex::decode(
+                    "6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9",
+                )
+                .unwrap(),
             )),
             txs: Arc::new(vec![]),
-            merkle_path: vec![TxMerkleNode::from_byte_array([7; 32]), TxMerkleNode::from_byte_array([8; 32])],
+            merkle_path: vec![
+                TxMerkleNode::from_byte_array([7; 32]),
+                TxMerkleNode::from_byte_array([8; 32]),
+            ],
         }
     }
 

@@ -65,7 +65,11 @@ pub async fn serve(
         });
     }
     let limit = Arc::new(Semaphore::new(config.max_clients));
-    let shared = Arc::new(Shared { config, store, blocks });
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        blocks,
+    });
     let local: Option<SocketAddr> = listener.local_addr().ok();
     info!(listen = ?local, authority = %shared.config.keys.public(), "Template Distribution server listening");
     loop {

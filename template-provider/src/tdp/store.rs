@@ -17,7 +17,10 @@ pub struct TemplateStore {
 
 impl TemplateStore {
     pub fn insert(&self, t: Arc<Template>) {
-        let mut recent = self.recent.lock().expect("store lock is never poisoned: no panics under it");
+        let mut recent = self
+            .recent
+            .lock()
+            .expect("store lock is never poisoned: no panics under it");
         if recent.iter().any(|x| x.id == t.id) {
             return;
         }
@@ -28,7 +31,10 @@ impl TemplateStore {
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Template>> {
-        let recent = self.recent.lock().expect("store lock is never poisoned: no panics under it");
+        let recent = self
+            .recent
+            .lock()
+            .expect("store lock is never poisoned: no panics under it");
         recent.iter().rev().find(|t| t.id.get() == id).cloned()
     }
 }

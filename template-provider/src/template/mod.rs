@@ -156,10 +156,16 @@ impl Template {
     }
 
     /// Serializes the whole block around an already serialized coinbase.
-    pub fn assemble_block_with_coinbase(&self, header: &block::Header, coinbase_tx: &[u8]) -> Vec<u8> {
+    pub fn assemble_block_with_coinbase(
+        &self,
+        header: &block::Header,
+        coinbase_tx: &[u8],
+    ) -> Vec<u8> {
         let tx_bytes: usize = self.txs.iter().map(|t| t.data.len()).sum();
         let mut out = Vec::with_capacity(80 + 9 + coinbase_tx.len() + tx_bytes);
-        header.consensus_encode(&mut out).expect("writing to a Vec cannot fail");
+        header
+            .consensus_encode(&mut out)
+            .expect("writing to a Vec cannot fail");
         VarInt::from(self.txs.len() + 1)
             .consensus_encode(&mut out)
             .expect("writing to a Vec cannot fail");
