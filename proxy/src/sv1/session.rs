@@ -47,6 +47,8 @@ pub struct Session {
     worker: Option<String>,
     version_mask: Option<u32>,
     difficulty: Difficulty,
+    /// `difficulty.target()`, computed once per change rather than once per job.
+    target: Target,
     vardiff: Vardiff,
     mining: bool,
     active: VecDeque<ActiveJob>,
@@ -74,6 +76,7 @@ impl Session {
             worker: None,
             version_mask: None,
             difficulty: vd.initial,
+            target: vd.initial.target(),
             vardiff: Vardiff::new(vd, Instant::now()),
             mining: false,
             active: VecDeque::new(),
@@ -220,7 +223,7 @@ impl Session {
                         if self.mining {
                             self.change_difficulty(d);
                         } else {
-                            self.difficulty = d;
+                            self.set_difficulty(d);
                         }
                     }
                     Err(e) => {
@@ -273,7 +276,7 @@ impl Session {
                 if self.mining {
                     self.change_difficulty(bounded);
                 } else {
-                    self.difficulty = bounded;
+                    self.set_difficulty(bounded);
                 }
             }
         }
@@ -334,7 +337,7 @@ impl Session {
         self.active.push_back(ActiveJob {
             job,
             difficulty: self.difficulty,
-            target: self.difficulty.target(),
+            target: self.target,
             seen: HashSet::new(),
         });
     }
@@ -346,13 +349,18 @@ impl Session {
             return;
         }
         info!(peer = %self.peer, worker = self.worker_name(), from = %self.difficulty, to = %d, "difficulty changed");
-        self.difficulty = d;
+        self.set_difficulty(d);
         render::set_difficulty(&mut self.out, d.get());
         if let Some(current) = self.active.back_mut() {
             current.difficulty = current.difficulty.min(d);
             current.target = current.difficulty.target();
             self.out.extend_from_slice(current.job.notify_line(false));
         }
+    }
+
+    fn set_difficulty(&mut self, d: Difficulty) {
+        self.difficulty = d;
+        self.target = d.target();
     }
 
     fn submit(&mut self, s: &Submit<'_>, now: Instant) -> Result<(), Reject> {
