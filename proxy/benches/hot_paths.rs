@@ -22,6 +22,7 @@ use jd_proxy::job::{sv1_prev_hash, ExtranonceLayout, Job, JobId};
 use jd_proxy::share::{check_share, Difficulty, ShareCheck, Submission};
 use jd_proxy::sv1::codec::{self, Request};
 use template_provider::node::gbt::BlockTemplateReply;
+use template_provider::node::rpc::RawReply;
 use template_provider::{CoinbaseConfig, Template, TemplateId};
 
 #[path = "../../load/src/synth_gbt.rs"]
@@ -47,16 +48,12 @@ fn coinbase_config() -> CoinbaseConfig {
     }
 }
 
-/// The node's reply to the first job, exactly as the proxy does it today: the RPC client parses
-/// the body into a `Value`, takes `result`, and converts that into the typed reply.
+/// The node's reply to the first job, as the proxy does it: one typed pass over the body (hex
+/// decoded as it is read), then the template.
 fn body_to_template(body: &[u8]) -> Template {
-    let mut v: serde_json::Value = serde_json::from_slice(body).expect("JSON");
-    let result = v
-        .as_object_mut()
-        .and_then(|m| m.remove("result"))
-        .expect("result");
-    let reply: BlockTemplateReply = serde_json::from_value(result).expect("a template reply");
-    reply
+    let raw = RawReply::new("getblocktemplate", 200, bytes::Bytes::copy_from_slice(body));
+    raw.decode::<BlockTemplateReply>()
+        .expect("a template reply")
         .into_template(TemplateId::new(1), Network::Bitcoin)
         .expect("valid hex")
 }
@@ -279,31 +276,23 @@ fn template_to_job(c: &mut Criterion) {
             })
         },
     );
-    g.bench_function("of which: body to serde_json::Value", |b| {
+    let raw = RawReply::new(
+        "getblocktemplate",
+        200,
+        bytes::Bytes::copy_from_slice(&body),
+    );
+    g.bench_function("of which: typed decode of the body (JSON and hex)", |b| {
         b.iter(|| {
-            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).expect("JSON"))
+            black_box(
+                black_box(&raw)
+                    .decode::<BlockTemplateReply>()
+                    .expect("reply"),
+            )
         })
     });
-    g.bench_function("of which: Value to BlockTemplateReply", |b| {
+    g.bench_function("of which: into_template (merkle branch)", |b| {
         b.iter_batched(
-            || {
-                let mut v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-                v.as_object_mut()
-                    .and_then(|m| m.remove("result"))
-                    .expect("result")
-            },
-            |result| {
-                black_box(serde_json::from_value::<BlockTemplateReply>(result).expect("reply"))
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("of which: into_template (hex decode, merkle branch)", |b| {
-        b.iter_batched(
-            || {
-                let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-                serde_json::from_value::<BlockTemplateReply>(v["result"].clone()).expect("reply")
-            },
+            || raw.decode::<BlockTemplateReply>().expect("reply"),
             |reply| {
                 black_box(
                     reply
@@ -314,19 +303,30 @@ fn template_to_job(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        result: BlockTemplateReply,
-    }
+    g.bench_function("of which: the first job (JobFactory::make)", |b| {
+        let template = Arc::new(body_to_template(&body));
+        b.iter(|| {
+            let mut factory = JobFactory::new(coinbase_config(), layout());
+            black_box(factory.make(template.clone(), None).expect("a job"))
+        })
+    });
+    // The path before: the body into a `Value` tree first, then `result` into the typed reply.
     g.bench_function(
-        "alternative: body straight to BlockTemplateReply (no Value)",
+        "old path: body to Value, to BlockTemplateReply, to first job",
         |b| {
             b.iter(|| {
-                black_box(
-                    serde_json::from_slice::<Envelope>(black_box(&body))
-                        .expect("reply")
-                        .result,
-                )
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(black_box(&body)).expect("JSON");
+                let result = v
+                    .as_object_mut()
+                    .and_then(|m| m.remove("result"))
+                    .expect("result");
+                let reply: BlockTemplateReply = serde_json::from_value(result).expect("reply");
+                let template = reply
+                    .into_template(TemplateId::new(1), Network::Bitcoin)
+                    .expect("ok");
+                let mut factory = JobFactory::new(coinbase_config(), layout());
+                black_box(factory.make(Arc::new(template), None).expect("a job"))
             })
         },
     );

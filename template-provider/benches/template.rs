@@ -9,7 +9,8 @@ use std::time::Duration;
 use bitcoin::hashes::Hash;
 use bitcoin::{Network, ScriptBuf, Txid};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use template_provider::node::gbt::BlockTemplateReply;
+use template_provider::node::gbt::{decode_hex, BlockTemplateReply};
+use template_provider::node::rpc::RawReply;
 use template_provider::template::merkle;
 use template_provider::{CoinbaseConfig, CoinbaseSplit, TemplateId};
 
@@ -24,21 +25,21 @@ fn ingest(c: &mut Criterion) {
     let mut g = c.benchmark_group("template_ingest");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(body.len() as u64));
-    // What RpcClient::call does: the body into a Value, then `result` into the typed reply.
+    // What TemplateSource::fetch_template does (on a blocking thread): one typed pass over the
+    // body, transaction hex decoded as it is read, then the template.
+    let raw = RawReply::new(
+        "getblocktemplate",
+        200,
+        bytes::Bytes::copy_from_slice(&body),
+    );
     g.bench_function(
         format!(
-            "getblocktemplate body ({:.1} MB, {TXS} txs): Value, typed reply, into_template",
+            "getblocktemplate body ({:.1} MB, {TXS} txs) to template: typed decode, into_template",
             body.len() as f64 / 1e6
         ),
         |b| {
             b.iter(|| {
-                let mut v: serde_json::Value =
-                    serde_json::from_slice(black_box(&body)).expect("JSON");
-                let result = v
-                    .as_object_mut()
-                    .and_then(|m| m.remove("result"))
-                    .expect("result");
-                let reply: BlockTemplateReply = serde_json::from_value(result).expect("reply");
+                let reply: BlockTemplateReply = black_box(&raw).decode().expect("reply");
                 black_box(
                     reply
                         .into_template(TemplateId::new(1), Network::Bitcoin)
@@ -47,24 +48,36 @@ fn ingest(c: &mut Criterion) {
             })
         },
     );
+    g.bench_function("of which: typed decode (JSON and hex)", |b| {
+        b.iter(|| {
+            black_box(
+                black_box(&raw)
+                    .decode::<BlockTemplateReply>()
+                    .expect("reply"),
+            )
+        })
+    });
+    // The path before: the body into a Value tree, then `result` into the typed reply.
+    g.bench_function("old path: Value tree, typed reply, into_template", |b| {
+        b.iter(|| {
+            let mut v: serde_json::Value = serde_json::from_slice(black_box(&body)).expect("JSON");
+            let result = v
+                .as_object_mut()
+                .and_then(|m| m.remove("result"))
+                .expect("result");
+            let reply: BlockTemplateReply = serde_json::from_value(result).expect("reply");
+            black_box(
+                reply
+                    .into_template(TemplateId::new(1), Network::Bitcoin)
+                    .expect("template"),
+            )
+        })
+    });
     #[derive(serde::Deserialize)]
     struct Envelope {
         result: BlockTemplateReply,
     }
-    g.bench_function(
-        "alternative: body straight to the typed reply, into_template",
-        |b| {
-            b.iter(|| {
-                let e: Envelope = serde_json::from_slice(black_box(&body)).expect("reply");
-                black_box(
-                    e.result
-                        .into_template(TemplateId::new(1), Network::Bitcoin)
-                        .expect("template"),
-                )
-            })
-        },
-    );
-    g.bench_function("into_template alone", |b| {
+    g.bench_function("into_template alone (merkle branch, moves)", |b| {
         b.iter_batched(
             || {
                 serde_json::from_slice::<Envelope>(&body)
@@ -90,7 +103,8 @@ fn ingest(c: &mut Criterion) {
         .expect("template");
     let txids: Vec<Txid> = template.txs.iter().map(|t| t.txid).collect();
     let mut g = c.benchmark_group("template_parts");
-    // into_template decodes every transaction's hex with hex::decode.
+    // Decoding every transaction's hex: hex::decode (the decoder before), a table decoder, and
+    // the SIMD decoder the reply uses now.
     let hexes: Vec<String> = template.txs.iter().map(|t| hex::encode(&t.data)).collect();
     let hex_bytes: usize = hexes.iter().map(String::len).sum();
     g.throughput(Throughput::Bytes(hex_bytes as u64));
@@ -115,6 +129,15 @@ fn ingest(c: &mut Criterion) {
                     hex::decode_to_slice(h, &mut out).expect("hex");
                     out
                 })
+                .collect();
+            black_box(v)
+        })
+    });
+    g.bench_function("gbt::decode_hex (SIMD, what the reply uses)", |b| {
+        b.iter(|| {
+            let v: Vec<Vec<u8>> = hexes
+                .iter()
+                .map(|h| decode_hex(h.as_bytes()).expect("hex"))
                 .collect();
             black_box(v)
         })

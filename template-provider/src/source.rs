@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::node::core_chain_name;
 use crate::node::gbt::BlockTemplateReply;
-use crate::node::rpc::{RpcClient, RpcError, RPC_METHOD_NOT_FOUND};
+use crate::node::rpc::{RawReply, RpcClient, RpcError, RPC_METHOD_NOT_FOUND};
 use crate::template::policy::Policy;
 use crate::template::{NextBlock, Template, TemplateId, TemplateKind};
 
@@ -229,17 +229,39 @@ impl TemplateSource {
             }
             None => Duration::from_secs(30),
         };
-        let reply: BlockTemplateReply = self
+        let raw = self
             .rpc
-            .call_with_timeout("getblocktemplate", json!([request]), timeout)
+            .call_raw("getblocktemplate", json!([request]), timeout)
             .await?;
-        let next_poll = reply.longpoll_id.clone();
-        let template = reply
-            .into_template(self.next_id(), self.config.network)
+        // A full template is megabytes of JSON and hex: decoding it, the merkle branch and the
+        // policy take milliseconds of CPU, which would stall this runtime worker (and every
+        // miner task queued on it) right when a new tip is being fanned out.
+        let id = self.next_id();
+        let source = self.clone();
+        tokio::task::spawn_blocking(move || source.template_from_reply(&raw, id))
+            .await
             .map_err(|e| RpcError::BadReply {
                 method: "getblocktemplate".into(),
-                detail: e.to_string(),
-            })?;
+                detail: format!("template conversion did not finish: {e}"),
+            })?
+    }
+
+    /// The CPU-heavy part of [`fetch_template`](Self::fetch_template): the reply into a
+    /// template, with the farm policy applied.
+    fn template_from_reply(
+        &self,
+        raw: &RawReply,
+        id: TemplateId,
+    ) -> Result<(Template, Option<String>), RpcError> {
+        let reply: BlockTemplateReply = raw.decode()?;
+        let next_poll = reply.longpoll_id.clone();
+        let template =
+            reply
+                .into_template(id, self.config.network)
+                .map_err(|e| RpcError::BadReply {
+                    method: "getblocktemplate".into(),
+                    detail: e.to_string(),
+                })?;
         Ok((self.apply_policy(template), next_poll))
     }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// How the client proves itself to the node.
@@ -143,19 +144,20 @@ impl RpcClient {
         params: Value,
         timeout: Duration,
     ) -> Result<T, RpcError> {
-        let raw = self.call_raw(method, params, timeout).await?;
-        serde_json::from_value(raw).map_err(|e| RpcError::BadReply {
-            method: method.to_owned(),
-            detail: e.to_string(),
-        })
+        self.call_raw(method, params, timeout).await?.decode()
     }
 
-    async fn call_raw(
+    /// Sends `method` and returns the node's reply undecoded, so a large one (a full
+    /// `getblocktemplate`) can be decoded off the async runtime with [`RawReply::decode`].
+    ///
+    /// # Errors
+    /// Transport failures, a timeout and refused credentials; the reply itself is not looked at.
+    pub async fn call_raw(
         &self,
         method: &str,
         params: Value,
         timeout: Duration,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<RawReply, RpcError> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "1.0", "id": id, "method": method, "params": params});
         let (user, pass) = self.credentials()?;
@@ -173,32 +175,15 @@ impl RpcClient {
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(RpcError::Unauthorized);
         }
-        let bytes = response
+        let body = response
             .bytes()
             .await
             .map_err(|source| self.transport_error(method, timeout, source))?;
-        let reply: Value = serde_json::from_slice(&bytes).map_err(|e| RpcError::BadReply {
+        Ok(RawReply {
             method: method.to_owned(),
-            detail: format!("HTTP {status}, body is not JSON ({e})"),
-        })?;
-        if let Some(err) = reply.get("error").filter(|e| !e.is_null()) {
-            return Err(RpcError::Node {
-                method: method.to_owned(),
-                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-            });
-        }
-        match reply {
-            Value::Object(mut map) => Ok(map.remove("result").unwrap_or(Value::Null)),
-            other => Err(RpcError::BadReply {
-                method: method.to_owned(),
-                detail: format!("not a JSON-RPC reply object: {other}"),
-            }),
-        }
+            status: status.as_u16(),
+            body,
+        })
     }
 
     fn transport_error(&self, method: &str, timeout: Duration, source: reqwest::Error) -> RpcError {
@@ -228,5 +213,163 @@ impl RpcClient {
             Value::String(s) => Some(s),
             other => Some(other.to_string()),
         })
+    }
+}
+
+/// A node's JSON-RPC reply as it came off the wire, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    method: String,
+    status: u16,
+    body: bytes::Bytes,
+}
+
+/// The JSON-RPC envelope, typed: `result` goes straight into `T`, with no `Value` tree in
+/// between (a full template is megabytes of it).
+#[derive(Deserialize)]
+struct Envelope<T> {
+    // `null` (a call that returns nothing, or an error reply) is `None`.
+    #[serde(default = "Option::default")]
+    result: Option<T>,
+    #[serde(default)]
+    error: Option<NodeErrorObject>,
+}
+
+#[derive(Deserialize)]
+struct NodeErrorObject {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+impl RawReply {
+    /// A reply to `method` with this HTTP status and body (what [`RpcClient::call_raw`] returns;
+    /// public for benchmarks and tests).
+    pub fn new(method: impl Into<String>, status: u16, body: bytes::Bytes) -> Self {
+        RawReply {
+            method: method.into(),
+            status,
+            body,
+        }
+    }
+
+    /// The method this replies to.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The body's size in bytes.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// Decodes the reply: the node's error, or `result` as a `T`, in one pass over the bytes.
+    ///
+    /// # Errors
+    /// [`RpcError::Node`] when the node answered with an error, [`RpcError::BadReply`] when the
+    /// body is not a JSON-RPC reply or its `result` is not a `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, RpcError> {
+        match serde_json::from_slice::<Envelope<T>>(&self.body) {
+            Ok(Envelope {
+                error: Some(err), ..
+            }) => Err(RpcError::Node {
+                method: self.method.clone(),
+                code: err.code,
+                message: err.message,
+            }),
+            Ok(Envelope {
+                result: Some(result),
+                ..
+            }) => Ok(result),
+            // `null`: whatever `T` makes of it (`Value::Null`, `()`, `None`), or an error.
+            Ok(Envelope { result: None, .. }) => {
+                T::deserialize(serde_json::Value::Null).map_err(|e| self.bad_reply(e.to_string()))
+            }
+            Err(typed) => Err(self.diagnose(typed)),
+        }
+    }
+
+    /// Why a body did not decode, as precisely as a second, untyped look can tell (only on the
+    /// failure path).
+    fn diagnose(&self, typed: serde_json::Error) -> RpcError {
+        let status = self.status;
+        let reply: Value = match serde_json::from_slice(&self.body) {
+            Ok(v) => v,
+            Err(e) => return self.bad_reply(format!("HTTP {status}, body is not JSON ({e})")),
+        };
+        if let Some(err) = reply.get("error").filter(|e| !e.is_null()) {
+            return RpcError::Node {
+                method: self.method.clone(),
+                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            };
+        }
+        if !reply.is_object() {
+            return self.bad_reply(format!("not a JSON-RPC reply object: {reply}"));
+        }
+        self.bad_reply(typed.to_string())
+    }
+
+    fn bad_reply(&self, detail: String) -> RpcError {
+        RpcError::BadReply {
+            method: self.method.clone(),
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(body: &str) -> RawReply {
+        RawReply::new("m", 200, bytes::Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    #[test]
+    fn decodes_result_error_and_null() {
+        let n: u32 = reply(r#"{"result":7,"error":null,"id":1}"#)
+            .decode()
+            .unwrap();
+        assert_eq!(n, 7);
+        let v: Value = reply(r#"{"result":null,"error":null,"id":1}"#)
+            .decode()
+            .unwrap();
+        assert!(v.is_null());
+        let o: Option<String> = reply(r#"{"result":"inconclusive","error":null,"id":1}"#)
+            .decode()
+            .unwrap();
+        assert_eq!(o.as_deref(), Some("inconclusive"));
+        let err = reply(r#"{"result":null,"error":{"code":-8,"message":"bad"},"id":1}"#)
+            .decode::<u32>()
+            .unwrap_err();
+        assert_eq!(err.node_code(), Some(-8));
+        // The node's error wins even when a typed decode of the rest would fail.
+        let err = reply(r#"{"result":{"x":1},"error":{"code":-1,"message":"m"},"id":1}"#)
+            .decode::<u32>()
+            .unwrap_err();
+        assert_eq!(err.node_code(), Some(-1));
+    }
+
+    #[test]
+    fn bad_bodies_are_bad_replies() {
+        for body in ["<html>", "[1,2]", r#"{"result":"x","error":null}"#] {
+            let err = reply(body).decode::<u32>().unwrap_err();
+            assert!(matches!(err, RpcError::BadReply { .. }), "{body}: {err}");
+        }
+        let err = reply(r#"{"result":null,"error":null}"#)
+            .decode::<u32>()
+            .unwrap_err();
+        assert!(matches!(err, RpcError::BadReply { .. }));
     }
 }
