@@ -21,6 +21,7 @@ use jd_proxy::job::factory::JobFactory;
 use jd_proxy::job::{sv1_prev_hash, ExtranonceLayout, Job, JobId};
 use jd_proxy::share::{check_share, Difficulty, ShareCheck, Submission};
 use jd_proxy::sv1::codec::{self, Request};
+use jd_proxy::sv1::conn::LineFramer;
 use template_provider::node::gbt::BlockTemplateReply;
 use template_provider::node::rpc::RawReply;
 use template_provider::{CoinbaseConfig, Template, TemplateId};
@@ -170,6 +171,49 @@ fn share_check(c: &mut Criterion) {
             })
         },
     );
+    g.finish();
+}
+
+/// Line framing as a session drives it: take a line, then ask whether another one is already
+/// buffered (pipelined submits are answered in one write).
+fn line_framing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("line_framing");
+    // 16 pipelined submits arriving in one read.
+    let mut burst = Vec::new();
+    for _ in 0..16 {
+        burst.extend_from_slice(SUBMIT_6);
+        burst.push(b'\n');
+    }
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("16 pipelined submit lines in one read", |b| {
+        b.iter(|| {
+            let mut f = LineFramer::new(16 * 1024);
+            f.read_buf().extend_from_slice(black_box(&burst));
+            let mut n = 0;
+            while let Some(line) = f.take_line().expect("line") {
+                n += line.len();
+                black_box(f.has_buffered_line());
+            }
+            black_box(n)
+        })
+    });
+    // One submit arriving in 8-byte segments (a slow or fragmenting link).
+    let mut one = SUBMIT_6.to_vec();
+    one.push(b'\n');
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one submit line arriving in 8-byte segments", |b| {
+        b.iter(|| {
+            let mut f = LineFramer::new(16 * 1024);
+            let mut got = None;
+            for piece in black_box(&one).chunks(8) {
+                f.read_buf().extend_from_slice(piece);
+                if let Some(line) = f.take_line().expect("line") {
+                    got = Some(line);
+                }
+            }
+            black_box(got)
+        })
+    });
     g.finish();
 }
 
@@ -342,6 +386,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = sv1_parse, share_check, job_fanout, template_to_job
+    targets = sv1_parse, line_framing, share_check, job_fanout, template_to_job
 }
 criterion_main!(benches);

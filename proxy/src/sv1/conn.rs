@@ -21,8 +21,7 @@ pub enum ConnError {
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
-    buf: BytesMut,
-    max_line: usize,
+    lines: LineFramer,
 }
 
 /// Start small: an idle miner should cost little memory; the buffer grows only while a long
@@ -34,8 +33,7 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         Connection {
             stream,
-            buf: BytesMut::new(),
-            max_line,
+            lines: LineFramer::new(max_line),
         }
     }
 
@@ -48,26 +46,80 @@ impl Connection {
     /// at end of stream, or the I/O error.
     pub async fn read_line(&mut self) -> Result<BytesMut, ConnError> {
         loop {
-            if let Some(line) = self.take_line()? {
+            if let Some(line) = self.lines.take_line()? {
                 return Ok(line);
             }
-            if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(INITIAL_BUF.max(self.buf.len()));
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if self.stream.read_buf(self.lines.read_buf()).await? == 0 {
                 return Err(ConnError::Closed);
             }
         }
     }
 
-    fn take_line(&mut self) -> Result<Option<BytesMut>, ConnError> {
+    /// Writes bytes (one or more whole lines) and flushes them.
+    ///
+    /// # Errors
+    /// The I/O error.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Whether a whole line waits in the read buffer (pipelined requests).
+    pub fn has_buffered_line(&self) -> bool {
+        self.lines.has_buffered_line()
+    }
+
+    /// Drops everything buffered: used after a fatal error.
+    pub fn discard(&mut self) {
+        self.lines.discard();
+    }
+}
+
+/// Bounded line framing over the bytes read so far, without the socket (public for the
+/// benchmarks).
+///
+/// Newlines are found with `memchr` (SIMD), and bytes already searched are not searched
+/// again: a line that arrives in many segments is scanned once, not once per segment.
+#[derive(Debug)]
+pub struct LineFramer {
+    buf: BytesMut,
+    max_line: usize,
+    /// How many bytes at the front of `buf` are known to hold no `\n`.
+    scanned: usize,
+}
+
+impl LineFramer {
+    /// An empty framer for lines of at most `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        LineFramer {
+            buf: BytesMut::new(),
+            max_line,
+            scanned: 0,
+        }
+    }
+
+    /// The buffer to read more bytes into, with room for at least one more read.
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() == self.buf.len() {
+            self.buf.reserve(INITIAL_BUF.max(self.buf.len()));
+        }
+        &mut self.buf
+    }
+
+    /// The next non-empty line, without its `\n` (and `\r`), or `None` until one is whole.
+    ///
+    /// # Errors
+    /// [`ConnError::LineTooLong`] when no newline comes within the limit.
+    pub fn take_line(&mut self) -> Result<Option<BytesMut>, ConnError> {
         loop {
-            let Some(end) = memchr(b'\n', &self.buf) else {
+            let Some(found) = memchr::memchr(b'\n', &self.buf[self.scanned..]) else {
+                self.scanned = self.buf.len();
                 if self.buf.len() > self.max_line {
                     return Err(ConnError::LineTooLong { max: self.max_line });
                 }
                 return Ok(None);
             };
+            let end = self.scanned + found;
+            self.scanned = 0;
             if end > self.max_line {
                 return Err(ConnError::LineTooLong { max: self.max_line });
             }
@@ -87,25 +139,72 @@ impl Connection {
         }
     }
 
-    /// Writes bytes (one or more whole lines) and flushes them.
-    ///
-    /// # Errors
-    /// The I/O error.
-    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
-    }
-
-    /// Bytes waiting in the read buffer (pipelined requests).
+    /// Whether a whole line waits in the buffer.
     pub fn has_buffered_line(&self) -> bool {
-        memchr(b'\n', &self.buf).is_some()
+        memchr::memchr(b'\n', &self.buf[self.scanned..]).is_some()
     }
 
-    /// Drops everything buffered: used after a fatal error.
+    /// Drops everything buffered.
     pub fn discard(&mut self) {
         self.buf.advance(self.buf.len());
+        self.scanned = 0;
     }
 }
 
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(f: &mut LineFramer, bytes: &[u8]) {
+        f.read_buf().extend_from_slice(bytes);
+    }
+
+    fn line(f: &mut LineFramer) -> Option<String> {
+        f.take_line()
+            .expect("within the limit")
+            .map(|l| String::from_utf8(l.to_vec()).expect("utf-8"))
+    }
+
+    #[test]
+    fn pipelined_split_and_blank_lines() {
+        let mut f = LineFramer::new(64);
+        feed(&mut f, b"one\r\n\n  \r\ntwo\nthr");
+        assert!(f.has_buffered_line());
+        assert_eq!(line(&mut f).as_deref(), Some("one"));
+        assert!(f.has_buffered_line());
+        assert_eq!(line(&mut f).as_deref(), Some("two"));
+        assert!(!f.has_buffered_line());
+        assert_eq!(line(&mut f), None);
+        // The rest of a line in pieces: only the new bytes are searched, the line is whole.
+        feed(&mut f, b"ee");
+        assert_eq!(line(&mut f), None);
+        assert!(!f.has_buffered_line());
+        feed(&mut f, b"\nfour\n");
+        assert!(f.has_buffered_line());
+        assert_eq!(line(&mut f).as_deref(), Some("three"));
+        assert_eq!(line(&mut f).as_deref(), Some("four"));
+        assert_eq!(line(&mut f), None);
+        f.discard();
+        assert_eq!(line(&mut f), None);
+    }
+
+    #[test]
+    fn long_lines_are_refused() {
+        let mut f = LineFramer::new(8);
+        feed(&mut f, b"12345678\n");
+        assert_eq!(line(&mut f).as_deref(), Some("12345678"));
+        feed(&mut f, b"12345");
+        assert_eq!(line(&mut f), None);
+        feed(&mut f, b"6789");
+        assert!(matches!(
+            f.take_line(),
+            Err(ConnError::LineTooLong { max: 8 })
+        ));
+        let mut f = LineFramer::new(8);
+        feed(&mut f, b"123456789\nok\n");
+        assert!(matches!(
+            f.take_line(),
+            Err(ConnError::LineTooLong { max: 8 })
+        ));
+    }
 }
