@@ -67,3 +67,30 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The blocks above `from` on the node's active chain.
+///
+/// # Errors
+/// An RPC failure.
+pub async fn blocks_above(node: &BitcoinNode, from: u64) -> anyhow::Result<Vec<bitcoin::Block>> {
+    let (tip, _) = node.tip().await?;
+    let mut out = Vec::new();
+    for h in from + 1..=tip {
+        let hash: bitcoin::BlockHash = node.rpc_as("getblockhash", serde_json::json!([h])).await?;
+        out.push(node.block(&hash).await?);
+    }
+    Ok(out)
+}
+
+/// Runs `f` under `timeout`, failing the test when it runs over.
+///
+/// # Errors
+/// `f`'s error, or the timeout.
+pub async fn with_timeout<F: Future<Output = anyhow::Result<()>>>(
+    timeout: Duration,
+    f: F,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("test timed out after {timeout:?}"))?
+}

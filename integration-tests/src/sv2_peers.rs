@@ -765,6 +765,25 @@ impl PoolSv2 {
         }
     }
 
+    /// Starts `pool_sv2` again on the ports an earlier one (now stopped) used, as an operator
+    /// restarting a pool would: clients that remember the address find it there again.
+    pub async fn start_on(
+        config: PoolSv2Config,
+        listen: SocketAddr,
+        jds: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let bin = sv2_binary(POOL_BIN)?;
+        let peer = Peer::spawn("pool_sv2", &bin, &config.to_toml(listen, jds))?;
+        let pool = PoolSv2 {
+            peer,
+            config,
+            listen,
+            jds,
+        };
+        pool.wait_ready().await?;
+        Ok(pool)
+    }
+
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         if let Some(jds) = self.jds {

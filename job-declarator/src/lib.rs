@@ -1,8 +1,13 @@
-//! Stratum V2 Job Declaration client state (tokens, declarations, missing transactions and
-//! solutions), kept free of I/O so it can be tested without a socket.
+//! Stratum V2 Job Declaration client: the farm tells the pool's Job Declaration Server (JDS)
+//! which block it is about to mine, and gets the token the pool's mining connection wants for
+//! that job (`SetCustomMiningJob`).
 //!
-//! This crate fills in with the pool-mode work; today it only holds what the declaration of a
-//! template will be built from.
+//! One [`JdClient`] per JDS connection; requests run one at a time, so a declaration's
+//! `ProvideMissingTransactions` round trip is answered in line.
+
+pub mod client;
+
+pub use client::{Allocation, Declaration, JdClient, JdError, Solution, Token};
 
 use template_provider::Template;
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod share;
 pub mod solo;
 pub mod sv1;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -35,6 +36,8 @@ use crate::job::Job;
 use crate::metrics::{Snapshot, Stats};
 use crate::solo::{BlockRoute, BlockSink};
 use crate::sv1::Sv1Config;
+use crate::upstream::supervisor::Supervisor;
+pub use crate::upstream::Mode;
 use template_provider::blocks::BlockSubmitter;
 use template_provider::tdp::{self, client::TdpClientConfig};
 
@@ -53,6 +56,7 @@ pub struct Proxy {
     local_addr: SocketAddr,
     stats: Arc<Stats>,
     jobs: watch::Receiver<Arc<Job>>,
+    mode: watch::Receiver<Mode>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -122,12 +126,29 @@ impl Proxy {
             tag: config.coinbase_tag.clone(),
         };
 
+        let stats = Arc::new(Stats::default());
         let mut factory = JobFactory::new(coinbase, config.sv1.layout);
         let first = factory
             .make(templates.borrow().clone(), None)
             .context("building the first job (check coinbase.tag)")?;
         let (jobs_tx, jobs) = watch::channel(Arc::new(first));
-        tracker.spawn(factory.run(templates, jobs_tx, shutdown.clone()));
+        let (mode_tx, mode) = watch::channel(Mode::Solo);
+        if config.upstreams.is_empty() {
+            tracker.spawn(factory.run(templates, jobs_tx, shutdown.clone()));
+        } else {
+            let supervisor = Supervisor {
+                upstreams: Arc::new(config.upstreams.clone()),
+                config: config.failover,
+                layout: config.sv1.layout,
+                factory,
+                templates,
+                jobs: jobs_tx,
+                mode: mode_tx,
+                stats: stats.clone(),
+                hashrate: 0.0,
+            };
+            tracker.spawn(supervisor.run(shutdown.clone()));
+        }
 
         let (blocks, found) = BlockSink::new();
         tracker.spawn(solo::run_submitter(found, route, tracker.clone()));
@@ -136,7 +157,6 @@ impl Proxy {
             .await
             .with_context(|| format!("cannot listen on {} (stratum.listen)", config.listen))?;
         let local_addr = listener.local_addr()?;
-        let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
             extranonces: Extranonce1Allocator::new(config.sv1.layout),
             sv1: config.sv1,
@@ -151,11 +171,13 @@ impl Proxy {
             shutdown.clone(),
         ));
         tracker.spawn(log_status(stats.clone(), shutdown.clone()));
-        info!(listen = %local_addr, network = %config.network, "jd-proxy serving Stratum V1 miners (solo mode)");
+        let pools = config.upstreams.len();
+        info!(listen = %local_addr, network = %config.network, upstreams = pools, "jd-proxy serving Stratum V1 miners");
         Ok(Proxy {
             local_addr,
             stats,
             jobs,
+            mode,
             shutdown,
             tracker,
         })
@@ -169,6 +191,16 @@ impl Proxy {
     /// The counters now.
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
+    }
+
+    /// Per worker, the shares the pool accepted and rejected.
+    pub fn pool_workers(&self) -> Vec<(String, u64, u64)> {
+        self.stats.pool_workers()
+    }
+
+    /// Where mining goes now: solo, or which pool.
+    pub fn mode(&self) -> watch::Receiver<Mode> {
+        self.mode.clone()
     }
 
     /// The newest job, as every miner gets it.

@@ -1,6 +1,8 @@
 //! Counters every part of the proxy bumps, read by the periodic status line and by tests.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use crate::share::Reject;
 
@@ -29,6 +31,14 @@ pub struct Stats {
     accepted_work_micro: AtomicU64,
     rejected: [AtomicU64; REASONS.len()],
     blocks: AtomicU64,
+    /// Shares sent to the pool, and what the pool said of them.
+    pool_submitted: AtomicU64,
+    pool_accepted: AtomicU64,
+    pool_rejected: AtomicU64,
+    /// Shares meant for the pool that never reached it (job never set, link gone, queue full).
+    pool_dropped: AtomicU64,
+    /// Per worker: shares the pool accepted and rejected.
+    pool_workers: Mutex<HashMap<Arc<str>, (u64, u64)>>,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -41,6 +51,10 @@ pub struct Snapshot {
     pub accepted_work: f64,
     pub rejected: Vec<(&'static str, u64)>,
     pub blocks: u64,
+    pub pool_submitted: u64,
+    pub pool_accepted: u64,
+    pub pool_rejected: u64,
+    pub pool_dropped: u64,
 }
 
 impl Snapshot {
@@ -80,6 +94,35 @@ impl Stats {
     pub fn block_found(&self) {
         self.blocks.fetch_add(1, Relaxed);
     }
+    pub fn pool_submitted(&self) {
+        self.pool_submitted.fetch_add(1, Relaxed);
+    }
+    pub fn pool_accepted(&self, n: u64) {
+        self.pool_accepted.fetch_add(n, Relaxed);
+    }
+    pub fn pool_rejected(&self) {
+        self.pool_rejected.fetch_add(1, Relaxed);
+    }
+    /// The pool's verdict on shares of `worker`.
+    pub fn pool_verdict(&self, worker: &Arc<str>, accepted: u64, rejected: u64) {
+        let mut map = self.pool_workers.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry(worker.clone()).or_default();
+        e.0 += accepted;
+        e.1 += rejected;
+    }
+    /// Per worker, the shares the pool accepted and rejected.
+    pub fn pool_workers(&self) -> Vec<(String, u64, u64)> {
+        let map = self.pool_workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map
+            .iter()
+            .map(|(w, (a, r))| (w.to_string(), *a, *r))
+            .collect();
+        v.sort();
+        v
+    }
+    pub fn pool_dropped(&self, n: u64) {
+        self.pool_dropped.fetch_add(n, Relaxed);
+    }
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -94,6 +137,10 @@ impl Stats {
                 .map(|(r, n)| (r.as_str(), n.load(Relaxed)))
                 .collect(),
             blocks: self.blocks.load(Relaxed),
+            pool_submitted: self.pool_submitted.load(Relaxed),
+            pool_accepted: self.pool_accepted.load(Relaxed),
+            pool_rejected: self.pool_rejected.load(Relaxed),
+            pool_dropped: self.pool_dropped.load(Relaxed),
         }
     }
 }

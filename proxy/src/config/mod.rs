@@ -3,6 +3,7 @@
 //! Every bad value is refused at start with its key named; nothing downstream re-validates.
 
 pub mod raw;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use bitcoin::Network;
 
 use self::raw::RawConfig;
+pub use self::upstream::{DeclarationMode, Endpoint, FailoverConfig, UpstreamConfig};
 use crate::job::ExtranonceLayout;
 use crate::share::Difficulty;
 use crate::sv1::vardiff::VardiffConfig;
@@ -39,6 +41,10 @@ pub struct Config {
     pub blocks_dir: PathBuf,
     /// Templates from an external SV2 Template Provider rather than from the node's RPC.
     pub template_provider: Option<TemplateProviderConfig>,
+    /// Pools in order of preference; empty: solo mining only. Solo is also where mining goes
+    /// when every pool is down.
+    pub upstreams: Vec<UpstreamConfig>,
+    pub failover: FailoverConfig,
 }
 
 /// An external SV2 Template Provider (ours or sv2-tp).
@@ -195,7 +201,16 @@ impl Config {
                 Some(TemplateProviderConfig { address, authority })
             }
         };
+        let upstreams = upstream::from_raw(raw.upstream)?;
+        if !upstreams.is_empty() && template_provider.is_some() {
+            return Err(bad(
+                "upstream",
+                "pool mode builds jobs from the node's own templates; remove [template_provider] or the upstreams",
+            ));
+        }
         Ok(Config {
+            upstreams,
+            failover: FailoverConfig::from_raw(raw.failover)?,
             template_provider,
             network,
             node,

@@ -26,6 +26,34 @@ pub struct RawConfig {
     pub policy: template_provider::template::policy::PolicyConfig,
     /// An external SV2 Template Provider instead of the node's RPC.
     pub template_provider: Option<RawTemplateProvider>,
+    /// Pools, most preferred first. None: solo mining.
+    #[serde(default)]
+    pub upstream: Vec<RawUpstream>,
+    /// How upstreams are watched and left.
+    #[serde(default)]
+    pub failover: RawFailover,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Option<String>,
+    pub pool_address: Option<String>,
+    pub pool_authority_public_key: Option<String>,
+    pub jds_address: Option<String>,
+    pub jds_authority_public_key: Option<String>,
+    /// "full-template" or "coinbase-only".
+    pub declaration: Option<String>,
+    pub user_identity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailover {
+    pub connect_timeout_secs: Option<u64>,
+    pub response_timeout_secs: Option<u64>,
+    pub retry_preferred_secs: Option<u64>,
+    pub hashrate_report_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,18 +6,62 @@
 
 use std::sync::Arc;
 
-use template_provider::{CoinbaseConfig, Template};
+use bitcoin::{Amount, ScriptBuf, TxOut};
+use template_provider::{CoinbaseConfig, CoinbaseSplit, Template};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::{ExtranonceLayout, Job, JobId};
 
+/// Whose coinbase the jobs carry.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// The farm's own payout: blocks go to the local node.
+    Solo,
+    /// A pool's job: the pool's outputs, the channel's extranonce prefix, shares to the pool.
+    Pool(PoolPlan),
+}
+
+/// The pool's part of a coinbase.
+#[derive(Debug, Clone)]
+pub struct PoolPlan {
+    /// As the pool asked for them; a zero value is filled with what the template leaves.
+    pub outputs: Vec<TxOut>,
+    /// The scriptSig bytes before the miner's extranonce: the channel's extranonce prefix and
+    /// the padding up to the channel's extranonce size.
+    pub fixed: Vec<u8>,
+    pub tag: crate::upstream::PoolTag,
+}
+
+/// The pool's outputs with the block's value: outputs the pool left at zero share what the
+/// pool's own fixed amounts leave of `value` (the first of them takes any remainder).
+pub fn pool_outputs(outputs: &[TxOut], value: Amount) -> Vec<(ScriptBuf, Amount)> {
+    let fixed: Amount = outputs
+        .iter()
+        .map(|o| o.value)
+        .fold(Amount::ZERO, |a, b| a.checked_add(b).unwrap_or(a));
+    let mut left = value.checked_sub(fixed).unwrap_or(Amount::ZERO);
+    outputs
+        .iter()
+        .map(|o| {
+            if o.value == Amount::ZERO {
+                let v = left;
+                left = Amount::ZERO;
+                (o.script_pubkey.clone(), v)
+            } else {
+                (o.script_pubkey.clone(), o.value)
+            }
+        })
+        .collect()
+}
+
 /// Builds jobs from templates.
 #[derive(Debug)]
 pub struct JobFactory {
     coinbase: CoinbaseConfig,
     layout: ExtranonceLayout,
+    plan: Plan,
     next_id: u32,
 }
 
@@ -26,8 +70,14 @@ impl JobFactory {
         JobFactory {
             coinbase,
             layout,
+            plan: Plan::Solo,
             next_id: 1,
         }
+    }
+
+    /// Jobs from now on carry this plan's coinbase.
+    pub fn set_plan(&mut self, plan: Plan) {
+        self.plan = plan;
     }
 
     /// The job for `template`; `previous` decides whether it is clean.
@@ -42,7 +92,26 @@ impl JobFactory {
         let clean = previous.is_none_or(|p| p.prev_hash() != template.prev_hash);
         let id = JobId::new(self.next_id);
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        Job::new(id, template, &self.coinbase, self.layout, clean)
+        match &self.plan {
+            Plan::Solo => Job::new(id, template, &self.coinbase, self.layout, clean),
+            Plan::Pool(p) => {
+                let outputs = pool_outputs(&p.outputs, template.coinbase_value);
+                let split = CoinbaseSplit::with_outputs(
+                    &template,
+                    &self.coinbase.tag,
+                    &outputs,
+                    &p.fixed,
+                    self.layout.total_len(),
+                )?;
+                Ok(Job::with_coinbase(
+                    id,
+                    template,
+                    split,
+                    clean,
+                    Some(p.tag.clone()),
+                ))
+            }
+        }
     }
 
     /// Publishes a job for every template until shutdown.

@@ -23,6 +23,11 @@ impl JobId {
         JobId(raw)
     }
 
+    /// The raw number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
     /// Parses the id a miner echoes back; `None` for anything we never sent.
     pub fn parse(s: &str) -> Option<JobId> {
         if s.is_empty() || s.len() > 8 {
@@ -46,6 +51,8 @@ pub struct Job {
     pub coinbase: CoinbaseSplit,
     /// The first job on its previous block hash: miners must drop older work.
     pub clean: bool,
+    /// Set when the job is mined for a pool: where its shares go.
+    pub pool: Option<crate::upstream::PoolTag>,
     /// Both variants of the notify line, newline included, built once for all connections.
     notify: [Box<[u8]>; 2],
 }
@@ -63,18 +70,30 @@ impl Job {
         clean: bool,
     ) -> Result<Job, CoinbaseError> {
         let coinbase = CoinbaseSplit::build(&template, coinbase_config, layout.total_len())?;
+        Ok(Job::with_coinbase(id, template, coinbase, clean, None))
+    }
+
+    /// Builds a job around a coinbase already split (a pool's outputs and channel prefix).
+    pub fn with_coinbase(
+        id: JobId,
+        template: Arc<Template>,
+        coinbase: CoinbaseSplit,
+        clean: bool,
+        pool: Option<crate::upstream::PoolTag>,
+    ) -> Job {
         let notify = [false, true].map(|c| {
             notify_line(id, &template, &coinbase, c)
                 .into_bytes()
                 .into_boxed_slice()
         });
-        Ok(Job {
+        Job {
             id,
             template,
             coinbase,
             clean,
+            pool,
             notify,
-        })
+        }
     }
 
     /// The `mining.notify` line; `clean` forces the clean-jobs flag (a miner's first job, or

@@ -44,7 +44,7 @@ pub struct Session {
     extranonce1: Extranonce1,
     subscribed: bool,
     agent: Option<String>,
-    worker: Option<String>,
+    worker: Option<Arc<str>>,
     version_mask: Option<u32>,
     difficulty: Difficulty,
     /// `difficulty.target()`, computed once per change rather than once per job.
@@ -209,7 +209,7 @@ impl Session {
                 self.maybe_start();
             }
             Request::Authorize { worker } => {
-                self.worker = Some(worker.chars().take(128).collect());
+                self.worker = Some(Arc::from(worker.chars().take(128).collect::<String>()));
                 render::ok(&mut self.out, id, "true");
                 self.maybe_start();
             }
@@ -411,6 +411,18 @@ impl Session {
         }
         let share_difficulty = entry.difficulty;
         self.shared.stats.share_accepted(share_difficulty.get());
+        if let (Some(pool), Some(worker)) = (&entry.job.pool, &self.worker) {
+            pool.forward(
+                entry.job.id,
+                self.extranonce1.as_bytes(),
+                &en2[..en2_len],
+                &valid.header,
+                valid.hash,
+                share_difficulty.get(),
+                valid.is_block,
+                worker,
+            );
+        }
         if valid.is_block {
             let job = entry.job.clone();
             let mut extranonce = [0u8; 16];

@@ -88,7 +88,7 @@ impl AuthorityKeypair {
         let public: AuthorityPublicKey = public.parse()?;
         let sk = Secp256k1SecretKey::from_str(secret.trim())
             .map_err(|e| KeyError::Secret(e.to_string()))?;
-        let derived = Secp256k1PublicKey::from(sk.clone()).into_bytes();
+        let derived = Secp256k1PublicKey::from(sk).into_bytes();
         if derived != public.0 {
             return Err(KeyError::Mismatch);
         }

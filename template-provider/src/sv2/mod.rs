@@ -3,6 +3,7 @@
 //! implementation's crates (`noise_sv2`, `codec_sv2`), so what we send is exactly what the
 //! reference pool reads.
 
+pub mod client;
 pub mod conn;
 pub mod keys;
 

@@ -6,15 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use binary_sv2::{Str0255, B064K};
-use common_messages_sv2::{Protocol, SetupConnection, SetupConnectionSuccess};
+use binary_sv2::B064K;
+use common_messages_sv2::Protocol;
 use template_distribution_sv2::{
     CoinbaseOutputConstraints, NewTemplate, SetNewPrevHash, SubmitSolution,
     MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS, MESSAGE_TYPE_NEW_TEMPLATE,
     MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_ERROR, MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_SUCCESS,
     MESSAGE_TYPE_SET_NEW_PREV_HASH, MESSAGE_TYPE_SUBMIT_SOLUTION,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +21,8 @@ use tracing::{info, warn};
 
 use super::messages::template_from_tdp;
 use super::TDP_VERSION;
-use crate::sv2::{connect, AuthorityPublicKey, Frame, NoiseReader, NoiseWriter, Sv2Error};
+use crate::sv2::client::OpenError;
+use crate::sv2::{AuthorityPublicKey, Frame, NoiseWriter, Sv2Error};
 use crate::template::Template;
 
 /// Where the provider is and how to trust it.
@@ -87,49 +87,22 @@ struct Link {
 }
 
 async fn open(config: &TdpClientConfig) -> Result<Link, TdpClientError> {
-    let stream = tokio::time::timeout(config.timeout, TcpStream::connect(&config.address))
-        .await
-        .map_err(|_| TdpClientError::Connect {
-            address: config.address.clone(),
-            source: std::io::ErrorKind::TimedOut.into(),
-        })?
-        .map_err(|source| TdpClientError::Connect {
-            address: config.address.clone(),
-            source,
-        })?;
-    let (reader, mut writer) = connect(stream, config.authority, config.timeout).await?;
-    let setup = SetupConnection {
-        protocol: Protocol::TemplateDistributionProtocol,
-        min_version: TDP_VERSION,
-        max_version: TDP_VERSION,
-        flags: 0,
-        endpoint_host: Str0255::try_from(&b""[..]).expect("empty fits"),
-        endpoint_port: 0,
-        vendor: Str0255::try_from(&b"jd-proxy"[..]).expect("short"),
-        hardware_version: Str0255::try_from(&b""[..]).expect("empty fits"),
-        firmware: Str0255::try_from(env!("CARGO_PKG_VERSION").as_bytes()).expect("short"),
-        device_id: Str0255::try_from(&b""[..]).expect("empty fits"),
-    };
-    writer
-        .send(
-            setup,
-            common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION,
-            false,
-        )
-        .await?;
-    let mut reader = spawn_reader(reader);
-    let mut reply = recv(&mut reader, config.timeout).await?;
-    match reply.msg_type {
-        common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION_SUCCESS => {
-            let _ok: SetupConnectionSuccess = binary_sv2::from_bytes(&mut reply.payload)
-                .map_err(|e| TdpClientError::Refused(format!("{e:?}")))?;
-        }
-        other => {
-            return Err(TdpClientError::Refused(format!(
-                "answer of type 0x{other:02x}"
-            )))
-        }
-    }
+    let client = crate::sv2::client::open(
+        &config.address,
+        config.authority,
+        Protocol::TemplateDistributionProtocol,
+        TDP_VERSION,
+        0,
+        config.timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        OpenError::Connect { address, source } => TdpClientError::Connect { address, source },
+        OpenError::Sv2(e) => TdpClientError::Sv2(e),
+        OpenError::Refused(r) => TdpClientError::Refused(r),
+        OpenError::Timeout(t) => TdpClientError::NoTemplate(t),
+    })?;
+    let (reader, mut writer) = (client.frames, client.writer);
     let constraints = CoinbaseOutputConstraints {
         coinbase_output_max_additional_size: config.coinbase_output_max_additional_size,
         coinbase_output_max_additional_sigops: 0,
@@ -138,20 +111,6 @@ async fn open(config: &TdpClientConfig) -> Result<Link, TdpClientError> {
         .send(constraints, MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS, false)
         .await?;
     Ok(Link { reader, writer })
-}
-
-fn spawn_reader(mut reader: NoiseReader) -> mpsc::Receiver<Result<Frame, Sv2Error>> {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let frame = reader.recv().await;
-            let stop = frame.is_err();
-            if tx.send(frame).await.is_err() || stop {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 async fn recv(

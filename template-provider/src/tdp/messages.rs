@@ -6,8 +6,8 @@ use binary_sv2::{Seq0255, B0255, B064K, U256};
 use bitcoin::consensus::{deserialize, Encodable};
 use bitcoin::hashes::Hash;
 use bitcoin::{
-    block, Amount, BlockHash, CompactTarget, Network, ScriptBuf, Target, Transaction, TxMerkleNode,
-    TxOut, Witness,
+    block, Amount, BlockHash, CompactTarget, Network, Target, Transaction, TxMerkleNode, TxOut,
+    Witness,
 };
 use template_distribution_sv2::{NewTemplate, SetNewPrevHash, SubmitSolution};
 
@@ -207,7 +207,7 @@ pub fn template_from_tdp(
         .into_iter()
         .map(|n| TxMerkleNode::from_byte_array(n.to_array()))
         .collect();
-    let prev_hash = BlockHash::from_byte_array(prev.prev_hash.clone().to_array());
+    let prev_hash = BlockHash::from_byte_array(prev.prev_hash.to_array());
     Ok(Template {
         id: TemplateId::new(new.template_id),
         kind: TemplateKind::Full,
@@ -219,7 +219,7 @@ pub fn template_from_tdp(
         min_time: prev.header_timestamp,
         cur_time: prev.header_timestamp,
         coinbase_value: Amount::from_sat(new.coinbase_tx_value_remaining),
-        witness_commitment: witness_commitment.map(ScriptBuf::from),
+        witness_commitment,
         txs: Arc::new(Vec::new()),
         merkle_path,
     })
@@ -256,7 +256,7 @@ mod tests {
             min_time: 100,
             cur_time: 200,
             coinbase_value: Amount::from_sat(5_000_000_000),
-            witness_commitment: Some(ScriptBuf::from_bytes(
+            witness_commitment: Some(bitcoin::ScriptBuf::from_bytes(
                 hex::decode(
                     "6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9",
                 )

@@ -48,9 +48,16 @@ pub struct CoinbaseSplit {
     prefix: Vec<u8>,
     suffix: Vec<u8>,
     extranonce_len: usize,
+    /// Where the scriptSig's fixed extranonce bytes (a pool's channel prefix) begin in `prefix`:
+    /// everything of the scriptSig before it is what SV2 calls the coinbase prefix.
+    fixed_start: usize,
     /// Whether the block has a witness commitment, so the coinbase carries the reserved value.
     witness: bool,
 }
+
+/// Offset of the scriptSig in the non-witness serialization: version, input count, outpoint,
+/// and a one-byte length (a scriptSig is at most 100 bytes).
+const SCRIPT_SIG_START: usize = 4 + 1 + 36 + 1;
 
 impl CoinbaseSplit {
     /// Builds the coinbase for `template` paying its whole value to the configured script.
@@ -63,10 +70,12 @@ impl CoinbaseSplit {
         extranonce_len: usize,
     ) -> Result<Self, CoinbaseError> {
         let outputs = [(config.payout_script.clone(), template.coinbase_value)];
-        Self::with_outputs(template, &config.tag, &outputs, extranonce_len)
+        Self::with_outputs(template, &config.tag, &outputs, &[], extranonce_len)
     }
 
-    /// Builds the coinbase with explicit outputs (a pool's outputs, in pool mode).
+    /// Builds the coinbase with explicit outputs (a pool's outputs, in pool mode) and `fixed`
+    /// bytes at the start of the extranonce push (a pool channel's extranonce prefix), which
+    /// then belong to [`prefix`](Self::prefix).
     ///
     /// # Errors
     /// As [`build`](Self::build).
@@ -74,10 +83,11 @@ impl CoinbaseSplit {
         template: &Template,
         tag: &[u8],
         outputs: &[(ScriptBuf, Amount)],
+        fixed: &[u8],
         extranonce_len: usize,
     ) -> Result<Self, CoinbaseError> {
-        if extranonce_len == 0 || extranonce_len > MAX_EXTRANONCE_LEN {
-            return Err(CoinbaseError::ExtranonceLen(extranonce_len));
+        if extranonce_len == 0 || fixed.len() + extranonce_len > MAX_EXTRANONCE_LEN {
+            return Err(CoinbaseError::ExtranonceLen(fixed.len() + extranonce_len));
         }
         let mut script = Builder::new().push_int(i64::from(template.height));
         if !tag.is_empty() {
@@ -87,7 +97,8 @@ impl CoinbaseSplit {
         }
         let head = script.into_bytes();
         // A push opcode for the extranonce keeps the scriptSig a well-formed script.
-        let script_sig_len = head.len() + 1 + extranonce_len;
+        let push_len = fixed.len() + extranonce_len;
+        let script_sig_len = head.len() + 1 + push_len;
         if script_sig_len > MAX_SCRIPT_SIG_LEN {
             return Err(CoinbaseError::ScriptSigTooLong {
                 len: script_sig_len,
@@ -103,7 +114,9 @@ impl CoinbaseSplit {
             .consensus_encode(&mut prefix)
             .expect("writing to a Vec cannot fail");
         prefix.extend_from_slice(&head);
-        prefix.push(u8::try_from(extranonce_len).expect("checked <= 32 above"));
+        prefix.push(u8::try_from(push_len).expect("checked <= 32 above"));
+        let fixed_start = prefix.len();
+        prefix.extend_from_slice(fixed);
 
         let mut suffix = Vec::with_capacity(64);
         suffix.extend_from_slice(&u32::MAX.to_le_bytes()); // sequence
@@ -124,6 +137,7 @@ impl CoinbaseSplit {
             prefix,
             suffix,
             extranonce_len,
+            fixed_start,
             witness: commitment.is_some(),
         })
     }
@@ -136,6 +150,53 @@ impl CoinbaseSplit {
     /// The bytes after the extranonce (Stratum V1 `coinb2`).
     pub fn suffix(&self) -> &[u8] {
         &self.suffix
+    }
+
+    /// The scriptSig up to the whole extranonce push, opcode included (SV2's `coinbase_prefix`:
+    /// what a pool puts its channel's extranonce prefix and the miner's extranonce after).
+    pub fn script_sig_prefix(&self) -> &[u8] {
+        &self.prefix[SCRIPT_SIG_START..self.fixed_start]
+    }
+
+    /// The outputs as serialized in the transaction, count first.
+    pub fn outputs(&self) -> &[u8] {
+        &self.suffix[4..self.suffix.len() - 4]
+    }
+
+    /// The transaction version the coinbase uses.
+    pub fn tx_version(&self) -> u32 {
+        u32::from_le_bytes(self.prefix[..4].try_into().expect("4 bytes"))
+    }
+
+    /// The coinbase input's nSequence.
+    pub fn input_sequence(&self) -> u32 {
+        u32::from_le_bytes(self.suffix[..4].try_into().expect("4 bytes"))
+    }
+
+    /// The coinbase's nLockTime.
+    pub fn lock_time(&self) -> u32 {
+        let n = self.suffix.len();
+        u32::from_le_bytes(self.suffix[n - 4..].try_into().expect("4 bytes"))
+    }
+
+    /// The witness serialization split around the whole extranonce push (fixed bytes
+    /// included), as SV2 Job Declaration's `DeclareMiningJob` carries it; `None` without a
+    /// witness commitment, since that form needs the segwit marker.
+    pub fn witness_parts(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        if !self.witness {
+            return None;
+        }
+        let mut prefix = Vec::with_capacity(self.fixed_start + 2);
+        prefix.extend_from_slice(&self.prefix[..4]);
+        prefix.extend_from_slice(&[0x00, 0x01]);
+        prefix.extend_from_slice(&self.prefix[4..self.fixed_start]);
+        let (outputs, locktime) = self.suffix.split_at(self.suffix.len() - 4);
+        let mut suffix = Vec::with_capacity(self.suffix.len() + 34);
+        suffix.extend_from_slice(outputs);
+        suffix.extend_from_slice(&[0x01, 0x20]);
+        suffix.extend_from_slice(&[0u8; 32]);
+        suffix.extend_from_slice(locktime);
+        Some((prefix, suffix))
     }
 
     /// Bytes of extranonce space, proxy and miner parts together.
@@ -255,6 +316,38 @@ mod tests {
             assert_eq!(split.txid(&[&en[..4], &en[4..]]), tx.compute_txid());
             assert_eq!(split.serialized_len(), raw.len());
         }
+    }
+
+    #[test]
+    fn pool_parts_rebuild_the_same_transaction() {
+        let t = template(300, true);
+        let pool_script = ScriptBuf::from_bytes(vec![0x51]);
+        let outputs = [(pool_script.clone(), Amount::from_sat(1234))];
+        let fixed = [9u8, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0];
+        let split = CoinbaseSplit::with_outputs(&t, b"/tag/", &outputs, &fixed, 8).unwrap();
+        let en = [0xcd; 8];
+        let mut raw = Vec::new();
+        split.write_for_block(&en, &mut raw);
+        let tx: Transaction = deserialize(&raw).unwrap();
+        let sig = tx.input[0].script_sig.as_bytes();
+        assert_eq!(sig.len(), split.script_sig_prefix().len() + 20);
+        assert!(sig.starts_with(split.script_sig_prefix()));
+        assert_eq!(
+            *split.script_sig_prefix().last().unwrap(),
+            20,
+            "push of 20 bytes"
+        );
+        assert_eq!(&sig[sig.len() - 20..], &[&fixed[..], &en[..]].concat()[..]);
+        assert_eq!(split.outputs(), bitcoin::consensus::serialize(&tx.output));
+        assert_eq!(split.input_sequence(), tx.input[0].sequence.0);
+        assert_eq!(split.lock_time(), tx.lock_time.to_consensus_u32());
+        assert_eq!(split.tx_version(), 1);
+        // A JDS fills the whole push with zeros between the declared parts.
+        let (p, s) = split.witness_parts().unwrap();
+        let declared: Transaction = deserialize(&[&p[..], &[0u8; 20], &s[..]].concat()).unwrap();
+        assert_eq!(declared.output, tx.output);
+        assert_eq!(declared.input[0].script_sig.len(), sig.len());
+        assert_eq!(declared.input[0].witness.len(), 1);
     }
 
     #[test]

@@ -1,0 +1,357 @@
+//! Pool mode against the real reference pool: `pool_sv2` 0.7.0 with its embedded Job
+//! Declaration Server on a `bitcoin-node` (IPC) of its own, and jd-proxy on the farm's own
+//! `bitcoind`, the two nodes peered on loopback. CPU miners speak real firmware dialects.
+//!
+//! The pool's node refuses low-fee transactions (`-minrelaytxfee`), so a transaction the farm's
+//! node holds is one the pool would never pick: seeing it mined proves the block is the farm's.
+//!
+//! Needs `scripts/bitcoin-core.sh` and `scripts/sv2-peers.sh` (or `JD_BITCOIN_BIN_DIR` /
+//! `JD_SV2_BIN_DIR`); without them these tests fail, naming the script.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bitcoin::{Amount, ScriptBuf, Txid};
+use integration_tests::node::{BitcoinNode, NodeKind};
+use integration_tests::proxy::{
+    blocks_above, init_tracing, solo_config, start_proxy, wait_until, with_timeout,
+};
+use integration_tests::sv2_peers::{
+    sv2_bin_dir, AuthorityKeys, PoolSv2, PoolSv2Config, TemplateSource, POOL_BLOCK_FOUND_LOG,
+};
+use integration_tests::wallet::TestWallet;
+use jd_proxy::config::raw::{RawConfig, RawFailover, RawUpstream};
+use jd_proxy::{Mode, Proxy};
+use serde_json::json;
+use sv1_miner::{Dialect, MinerConfig, MinerHandle};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(170);
+/// Per-miner hash cap.
+const HASHRATE: f64 = 20_000.0;
+/// About one share per miner every 8 s at [`HASHRATE`]; on regtest every share is a block.
+const DIFFICULTY: f64 = 4e-5;
+/// `bitcoin-node`'s IPC `createNewBlock` fails below height 17 on regtest; coins must mature.
+const PREMINE: u64 = 110;
+/// The farm's transaction pays this much (about 2 sat/vB): the pool's node refuses it.
+const LOW_FEE: Amount = Amount::from_sat(250);
+
+struct Farm {
+    pool_node: BitcoinNode,
+    node: BitcoinNode,
+    pool: Option<PoolSv2>,
+    pool_script: ScriptBuf,
+    solo: TestWallet,
+    wallet: TestWallet,
+    dir: TempDir,
+}
+
+async fn farm() -> anyhow::Result<Farm> {
+    sv2_bin_dir()?;
+    let pool_node =
+        BitcoinNode::start_with_args(NodeKind::BitcoinNodeIpc, &["-minrelaytxfee=0.00005"]).await?;
+    let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
+    connect_nodes(&node, &pool_node).await?;
+    let mut wallet = TestWallet::new();
+    wallet.fund(&pool_node, PREMINE).await?;
+    node.wait_for_height(PREMINE, Duration::from_secs(30))
+        .await?;
+    let pool_payout = TestWallet::new();
+    let pool = PoolSv2::start(PoolSv2Config::new(
+        TemplateSource::ipc(&pool_node),
+        pool_payout.address(),
+    ))
+    .await?;
+    let pool_script = pool.coinbase_script().clone();
+    Ok(Farm {
+        pool_node,
+        node,
+        pool: Some(pool),
+        pool_script,
+        solo: TestWallet::new(),
+        wallet,
+        dir: TempDir::new()?,
+    })
+}
+
+async fn connect_nodes(a: &BitcoinNode, b: &BitcoinNode) -> anyhow::Result<()> {
+    a.rpc(
+        "addnode",
+        json!([format!("127.0.0.1:{}", b.p2p_port()), "onetry"]),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Farm {
+    fn pool(&self) -> &PoolSv2 {
+        self.pool.as_ref().expect("the pool runs")
+    }
+
+    fn proxy_config(&self, pool_key: String) -> RawConfig {
+        let mut raw = solo_config(&self.node, self.solo.address(), self.dir.path());
+        raw.vardiff.initial_difficulty = Some(DIFFICULTY);
+        raw.vardiff.min_difficulty = Some(DIFFICULTY);
+        raw.vardiff.max_difficulty = Some(DIFFICULTY);
+        raw.upstream.push(RawUpstream {
+            name: Some("reference-pool".into()),
+            pool_address: Some(self.pool().listen_addr().to_string()),
+            pool_authority_public_key: Some(pool_key),
+            jds_address: self.pool().jds_addr().map(|a| a.to_string()),
+            user_identity: Some("farm".into()),
+            ..Default::default()
+        });
+        raw.failover = RawFailover {
+            connect_timeout_secs: Some(3),
+            response_timeout_secs: Some(5),
+            retry_preferred_secs: Some(2),
+            hashrate_report_secs: Some(5),
+        };
+        raw
+    }
+
+    fn miners(
+        &self,
+        proxy: &Proxy,
+        dialects: &[Dialect],
+        stop: &CancellationToken,
+    ) -> Vec<MinerHandle> {
+        dialects
+            .iter()
+            .map(|d| {
+                let c = MinerConfig::new(proxy.local_addr(), format!("farm.{d}"), *d)
+                    .with_suggest_difficulty(DIFFICULTY)
+                    .with_max_hashrate(HASHRATE);
+                sv1_miner::spawn(c, stop.clone())
+            })
+            .collect()
+    }
+
+    /// The first block above `from` whose coinbase pays `script`, waiting up to `timeout`.
+    async fn wait_block_paying(
+        &self,
+        from: u64,
+        script: &ScriptBuf,
+        timeout: Duration,
+    ) -> anyhow::Result<bitcoin::Block> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for b in blocks_above(&self.node, from).await? {
+                if b.txdata[0].output[0].script_pubkey == *script {
+                    return Ok(b);
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no block paying {script} above {from} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn wait_mode(
+    proxy: &Proxy,
+    want: impl Fn(&Mode) -> bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut mode = proxy.mode();
+    tokio::time::timeout(timeout, mode.wait_for(|m| want(m)))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("mode still {:?} after {timeout:?}", *proxy.mode().borrow())
+        })??;
+    Ok(())
+}
+
+fn is_pool(m: &Mode) -> bool {
+    matches!(m, Mode::Pool { .. })
+}
+
+async fn mempool_has(node: &BitcoinNode, txid: &Txid) -> anyhow::Result<bool> {
+    let pool: Vec<Txid> = node.rpc_as("getrawmempool", json!([])).await?;
+    Ok(pool.contains(txid))
+}
+
+/// Outcome 1: full-template mode. The pool accepts shares from every ASIC; blocks found through
+/// the proxy are accepted by both nodes, pay the pool's output, and carry the farm's own
+/// transaction that the pool's node refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_template_blocks_carry_the_farms_transactions_and_pay_the_pool() -> anyhow::Result<()>
+{
+    init_tracing();
+    with_timeout(TEST_TIMEOUT, async {
+        let mut f = farm().await?;
+        let start = PREMINE;
+        let farm_tx = f.wallet.send_self(&f.node, LOW_FEE).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(mempool_has(&f.node, &farm_tx).await?, "the farm's node holds its tx");
+        assert!(!mempool_has(&f.pool_node, &farm_tx).await?, "the pool's node refuses the low-fee tx");
+
+        let proxy = start_proxy(f.proxy_config(f.pool().authority_public_key())).await?;
+        wait_mode(&proxy, is_pool, Duration::from_secs(20)).await?;
+        let stop = CancellationToken::new();
+        let dialects = [Dialect::Cgminer, Dialect::Bitaxe, Dialect::Whatsminer];
+        let _miners = f.miners(&proxy, &dialects, &stop);
+
+        let workers: HashSet<String> = dialects.iter().map(|d| format!("farm.{d}")).collect();
+        let all_accepted = wait_until(Duration::from_secs(110), || async {
+            let accepted: HashSet<String> = proxy
+                .pool_workers()
+                .into_iter()
+                .filter(|(_, a, _)| *a > 0)
+                .map(|(w, _, _)| w)
+                .collect();
+            let mined = f.node.rpc("getmempoolentry", json!([farm_tx.to_string()])).await.is_err();
+            workers.is_subset(&accepted) && mined
+        })
+        .await;
+        let s = proxy.stats();
+        assert!(all_accepted, "every ASIC's shares accepted by the pool and the farm tx mined; pool verdicts {:?}, stats {s:?}", proxy.pool_workers());
+        assert!(is_pool(&proxy.mode().borrow()), "still mining for the pool");
+
+        let blocks = blocks_above(&f.node, start).await?;
+        assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+        for b in &blocks {
+            assert_eq!(b.txdata[0].output[0].script_pubkey, f.pool_script, "block {} pays the pool", b.block_hash());
+        }
+        assert!(
+            blocks.iter().any(|b| b.txdata.iter().any(|t| t.compute_txid() == farm_tx)),
+            "the farm's own transaction is in a block"
+        );
+        // The pool's node accepted the same chain.
+        let (tip, hash) = f.node.tip().await?;
+        f.pool_node.wait_for_height(tip, Duration::from_secs(10)).await?;
+        let pool_hash: bitcoin::BlockHash = f.pool_node.rpc_as("getblockhash", json!([tip])).await?;
+        assert_eq!(pool_hash, hash);
+        assert!(f.pool().log_count(POOL_BLOCK_FOUND_LOG) >= 1, "the pool saw block shares");
+        assert!(s.pool_accepted >= 3, "{s:?}");
+        stop.cancel();
+        proxy.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Outcome 3: the pool dies; every ASIC keeps its connection and mines solo within seconds, a
+/// solo block is accepted; the pool comes back and mining returns to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_pool_means_solo_without_dropping_an_asic_then_back() -> anyhow::Result<()> {
+    init_tracing();
+    with_timeout(TEST_TIMEOUT, async {
+        let mut f = farm().await?;
+        let proxy = start_proxy(f.proxy_config(f.pool().authority_public_key())).await?;
+        wait_mode(&proxy, is_pool, Duration::from_secs(20)).await?;
+        let stop = CancellationToken::new();
+        let miners = f.miners(&proxy, &[Dialect::Cgminer, Dialect::Braiins], &stop);
+        f.wait_block_paying(PREMINE, &f.pool_script, Duration::from_secs(60))
+            .await?;
+        let connections = proxy.stats().connections_total;
+        assert_eq!(connections, 2);
+
+        let (listen, jds, config) = (
+            f.pool().listen_addr(),
+            f.pool().jds_addr(),
+            f.pool().config().clone(),
+        );
+        let killed_at = Instant::now();
+        drop(f.pool.take());
+        wait_mode(&proxy, |m| *m == Mode::Solo, Duration::from_secs(15)).await?;
+        eprintln!("solo {:?} after the pool died", killed_at.elapsed());
+        let (h, _) = f.node.tip().await?;
+        let solo_script = f.solo.script_pubkey().clone();
+        f.wait_block_paying(h, &solo_script, Duration::from_secs(60))
+            .await?;
+        let s = proxy.stats();
+        assert_eq!(
+            (s.connections, s.connections_total),
+            (2, 2),
+            "no ASIC was dropped or reconnected"
+        );
+        for m in &miners {
+            assert!(
+                m.stats.snapshot().clean_notifies >= 2,
+                "clean jobs reached every miner"
+            );
+        }
+
+        f.pool = Some(PoolSv2::start_on(config, listen, jds).await?);
+        wait_mode(&proxy, is_pool, Duration::from_secs(30)).await?;
+        let (h, _) = f.node.tip().await?;
+        f.wait_block_paying(h, &f.pool_script, Duration::from_secs(60))
+            .await?;
+        let s = proxy.stats();
+        assert_eq!((s.connections, s.connections_total), (2, 2));
+        stop.cancel();
+        proxy.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Outcome 4: a pool whose certificate is not signed by the pinned key is refused before any
+/// share is sent; the farm mines solo meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_authority_key_is_refused_before_any_share() -> anyhow::Result<()> {
+    init_tracing();
+    with_timeout(TEST_TIMEOUT, async {
+        let f = farm().await?;
+        let wrong = AuthorityKeys::generate().public_key_b58();
+        let proxy = start_proxy(f.proxy_config(wrong)).await?;
+        let stop = CancellationToken::new();
+        let _miners = f.miners(&proxy, &[Dialect::Avalon], &stop);
+        f.wait_block_paying(PREMINE, f.solo.script_pubkey(), Duration::from_secs(60))
+            .await?;
+        assert_eq!(*proxy.mode().borrow(), Mode::Solo);
+        let s = proxy.stats();
+        assert_eq!(s.pool_submitted, 0, "{s:?}");
+        assert_eq!(
+            f.pool().log_count("OpenExtendedMiningChannel"),
+            0,
+            "no channel was opened"
+        );
+        stop.cancel();
+        proxy.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Outcome 5: the JDS refuses a declaration (the farm's node is on a tip the pool's node does
+/// not have: `stale-chain-tip`); the proxy falls back to solo instead of stalling, and returns
+/// once the nodes agree again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_declaration_falls_back_to_solo() -> anyhow::Result<()> {
+    init_tracing();
+    with_timeout(TEST_TIMEOUT, async {
+        let f = farm().await?;
+        let proxy = start_proxy(f.proxy_config(f.pool().authority_public_key())).await?;
+        wait_mode(&proxy, is_pool, Duration::from_secs(20)).await?;
+        let stop = CancellationToken::new();
+        let _miners = f.miners(&proxy, &[Dialect::Nerdminer], &stop);
+
+        f.node.rpc("setnetworkactive", json!([false])).await?;
+        let (h, _) = f.node.tip().await?;
+        f.node.mine_to(1, f.wallet.address()).await?;
+        wait_mode(&proxy, |m| *m == Mode::Solo, Duration::from_secs(20)).await?;
+        f.wait_block_paying(h + 1, f.solo.script_pubkey(), Duration::from_secs(60))
+            .await?;
+        assert!(
+            f.pool().log().contains("DeclareMiningJob"),
+            "the job was declared and refused"
+        );
+
+        f.node.rpc("setnetworkactive", json!([true])).await?;
+        connect_nodes(&f.node, &f.pool_node).await?;
+        let (tip, _) = f.node.tip().await?;
+        f.pool_node
+            .wait_for_height(tip, Duration::from_secs(20))
+            .await?;
+        wait_mode(&proxy, is_pool, Duration::from_secs(40)).await?;
+        stop.cancel();
+        proxy.shutdown().await;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,139 @@
+//! Pools to mine for: an ordered list, each a pool and, when the farm builds its own blocks, the
+//! pool's Job Declaration Server.
+
+use std::time::Duration;
+
+use template_provider::sv2::AuthorityPublicKey;
+
+use super::raw::{RawFailover, RawUpstream};
+use super::{bad, secs, ConfigError};
+
+/// A Noise endpoint: where it is and the authority key its certificate must be signed by.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port`.
+    pub address: String,
+    pub authority: AuthorityPublicKey,
+}
+
+/// What the proxy tells the Job Declaration Server about its blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclarationMode {
+    /// The template's transaction list (wtxids) goes to the JDS, which may ask for the ones
+    /// it lacks: the pool can check and propagate the block.
+    FullTemplate,
+    /// Only the coinbase is declared; the proxy alone propagates its blocks.
+    CoinbaseOnly,
+}
+
+/// One pool.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// For logs.
+    pub name: String,
+    pub pool: Endpoint,
+    /// The JDS, and what is declared to it; `None`: mine the pool's own jobs.
+    pub jds: Option<(Endpoint, DeclarationMode)>,
+    /// The account shares are credited to.
+    pub user_identity: String,
+}
+
+/// Timings of the upstream connections.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverConfig {
+    /// TCP connect plus Noise handshake.
+    pub connect_timeout: Duration,
+    /// Any answer we wait for: setup, channel, token, declaration, custom job.
+    pub response_timeout: Duration,
+    /// How often a more preferred upstream is tried again while a less preferred one (or solo)
+    /// is in use.
+    pub retry_preferred: Duration,
+    /// How often the farm's hashrate is reported (`UpdateChannel`).
+    pub hashrate_report: Duration,
+}
+
+impl FailoverConfig {
+    pub(super) fn from_raw(raw: RawFailover) -> Result<Self, ConfigError> {
+        Ok(FailoverConfig {
+            connect_timeout: secs(raw.connect_timeout_secs, 5, "failover.connect_timeout_secs")?,
+            response_timeout: secs(
+                raw.response_timeout_secs,
+                10,
+                "failover.response_timeout_secs",
+            )?,
+            retry_preferred: secs(
+                raw.retry_preferred_secs,
+                30,
+                "failover.retry_preferred_secs",
+            )?,
+            hashrate_report: secs(
+                raw.hashrate_report_secs,
+                60,
+                "failover.hashrate_report_secs",
+            )?,
+        })
+    }
+}
+
+fn endpoint(
+    address: Option<String>,
+    key: Option<String>,
+    address_key: &'static str,
+    key_key: &'static str,
+) -> Result<Endpoint, ConfigError> {
+    let address = address.ok_or_else(|| bad(address_key, "required (host:port)"))?;
+    let key = key.ok_or_else(|| bad(key_key, "required: the pool's published authority key"))?;
+    let authority = key.parse().map_err(|e| bad(key_key, e))?;
+    Ok(Endpoint { address, authority })
+}
+
+pub(super) fn from_raw(list: Vec<RawUpstream>) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let pool = endpoint(
+                u.pool_address,
+                u.pool_authority_public_key,
+                "upstream.pool_address",
+                "upstream.pool_authority_public_key",
+            )?;
+            let mode = match u.declaration.as_deref() {
+                None | Some("full-template") => DeclarationMode::FullTemplate,
+                Some("coinbase-only") => DeclarationMode::CoinbaseOnly,
+                Some(other) => {
+                    return Err(bad(
+                        "upstream.declaration",
+                        format!("{other:?}: give \"full-template\" or \"coinbase-only\""),
+                    ))
+                }
+            };
+            let jds = match u.jds_address {
+                None => {
+                    if u.jds_authority_public_key.is_some() || u.declaration.is_some() {
+                        return Err(bad(
+                            "upstream.jds_address",
+                            "required when jds_authority_public_key or declaration is given",
+                        ));
+                    }
+                    None
+                }
+                Some(address) => {
+                    // A pool usually signs both services with one authority key.
+                    let authority = match u.jds_authority_public_key {
+                        None => pool.authority,
+                        Some(k) => k
+                            .parse()
+                            .map_err(|e| bad("upstream.jds_authority_public_key", e))?,
+                    };
+                    Some((Endpoint { address, authority }, mode))
+                }
+            };
+            Ok(UpstreamConfig {
+                name: u.name.unwrap_or_else(|| format!("upstream-{}", i + 1)),
+                pool,
+                jds,
+                user_identity: u.user_identity.unwrap_or_else(|| "jd-proxy".into()),
+            })
+        })
+        .collect()
+}

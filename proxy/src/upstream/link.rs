@@ -1,0 +1,596 @@
+//! One pool: the mining connection with its extended channel, and the declarer on the pool's
+//! JDS. [`PoolLink::open`] proves both work before any miner is moved to the pool;
+//! [`PoolLink::run`] mines on it until it fails, shutdown, or a preferred pool is back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use binary_sv2::{Seq0255, Str0255, B0255, B032, B064K, U256};
+use bitcoin::hashes::Hash;
+use bitcoin::{Target, TxOut};
+use common_messages_sv2::Protocol;
+use job_declarator::{JdClient, JdError, Solution};
+use mining_sv2::{
+    OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess, OpenMiningChannelError,
+    SetCustomMiningJob, SetCustomMiningJobError, SetCustomMiningJobSuccess, SetExtranoncePrefix,
+    SetTarget, SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess, UpdateChannel,
+    UpdateChannelError,
+};
+use template_provider::sv2::client::{open, Client, OpenError};
+use template_provider::sv2::{Frame, Sv2Error};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::declarer::{Declarer, Event};
+use super::{PoolTag, UpShare};
+use crate::config::{DeclarationMode, FailoverConfig, UpstreamConfig};
+use crate::job::factory::{Plan, PoolPlan};
+use crate::job::{ExtranonceLayout, Job, JobId};
+use crate::metrics::Stats;
+
+const VERSION: u16 = 2;
+/// `SetupConnection` flags on the mining protocol: we choose the work, and we roll versions.
+const REQUIRES_WORK_SELECTION: u32 = 0x2;
+const REQUIRES_VERSION_ROLLING: u32 = 0x4;
+/// Shares waiting for their job's `SetCustomMiningJob.Success`, per job.
+const MAX_QUEUED_PER_JOB: usize = 1024;
+/// Jobs whose pool job id is remembered; shares on older jobs are dropped.
+const MAX_TRACKED_JOBS: usize = 16;
+/// Submitted shares remembered so the pool's verdict can be pinned on a worker.
+const MAX_IN_FLIGHT: usize = 8192;
+/// Shares queued between sessions and the link.
+pub const SHARE_QUEUE: usize = 16_384;
+
+/// Why a pool could not be used, or stopped being used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error("pool {0}")]
+    Open(#[from] OpenError),
+    #[error("pool connection: {0}")]
+    Sv2(#[from] Sv2Error),
+    #[error("pool refused the channel: {0}")]
+    Channel(String),
+    #[error("{0}")]
+    Jds(#[from] JdError),
+    #[error("pool refused the custom job: {0}")]
+    CustomJob(String),
+    #[error("pool did not answer {what} within {timeout:?}")]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
+    #[error("pool sent {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The extended channel the farm mines on.
+#[derive(Debug, Clone)]
+struct Channel {
+    id: u32,
+    target: Target,
+    prefix: Vec<u8>,
+    extranonce_size: usize,
+}
+
+/// A pool, connected and ready.
+#[derive(Debug)]
+pub struct PoolLink {
+    pub index: usize,
+    pub name: String,
+    mining: Client,
+    channel: Channel,
+    declarer: Declarer,
+    pool_outputs: Vec<TxOut>,
+    layout: ExtranonceLayout,
+    config: FailoverConfig,
+    stats: Arc<Stats>,
+}
+
+/// How a link's run ended.
+#[derive(Debug)]
+pub enum Exit {
+    Shutdown,
+    Failed(LinkError),
+    /// A more preferred pool answered; mine there.
+    Preempted(Box<PoolLink>),
+}
+
+fn decode<'a, T: binary_sv2::Deserialize<'a>>(f: &'a mut Frame) -> Result<T, LinkError> {
+    let t = f.msg_type;
+    binary_sv2::from_bytes(&mut f.payload)
+        .map_err(|e| LinkError::Protocol(format!("an undecodable message 0x{t:02x}: {e:?}")))
+}
+
+fn le_target(t: &U256<'_>) -> Target {
+    Target::from_le_bytes(*t.as_array())
+}
+
+impl PoolLink {
+    /// Connects to the pool and its JDS, opens the channel and gets a first token.
+    ///
+    /// # Errors
+    /// Whatever step failed, named.
+    pub async fn open(
+        index: usize,
+        up: &UpstreamConfig,
+        layout: ExtranonceLayout,
+        config: FailoverConfig,
+        hashrate: f32,
+        stats: Arc<Stats>,
+    ) -> Result<PoolLink, LinkError> {
+        let Some((jds, mode)) = &up.jds else {
+            return Err(LinkError::Unsupported(format!(
+                "upstream {} has no jds_address: mining a pool's own jobs is not supported yet",
+                up.name
+            )));
+        };
+        if *mode == DeclarationMode::CoinbaseOnly {
+            return Err(LinkError::Unsupported(
+                "coinbase-only declaration is not supported yet".into(),
+            ));
+        }
+        let mut mining = open(
+            &up.pool.address,
+            up.pool.authority,
+            Protocol::MiningProtocol,
+            VERSION,
+            REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING,
+            config.connect_timeout,
+        )
+        .await?;
+        let open_channel = OpenExtendedMiningChannel {
+            request_id: 1,
+            user_identity: Str0255::try_from(up.user_identity.as_bytes())
+                .map_err(|_| LinkError::Unsupported("user_identity above 255 bytes".into()))?,
+            nominal_hash_rate: hashrate,
+            max_target: U256::from(&[0xffu8; 32]),
+            min_extranonce_size: layout.total_len() as u16,
+        };
+        mining
+            .writer
+            .send(
+                open_channel,
+                mining_sv2::MESSAGE_TYPE_OPEN_EXTENDED_MINING_CHANNEL,
+                false,
+            )
+            .await?;
+        let channel = loop {
+            let mut f = recv(
+                &mut mining,
+                config.response_timeout,
+                "OpenExtendedMiningChannel",
+            )
+            .await?;
+            match f.msg_type {
+                mining_sv2::MESSAGE_TYPE_OPEN_EXTENDED_MINING_CHANNEL_SUCCESS => {
+                    let ok: OpenExtendedMiningChannelSuccess = decode(&mut f)?;
+                    break Channel {
+                        id: ok.channel_id,
+                        target: le_target(&ok.target),
+                        prefix: ok.extranonce_prefix.as_bytes().to_vec(),
+                        extranonce_size: usize::from(ok.extranonce_size),
+                    };
+                }
+                mining_sv2::MESSAGE_TYPE_OPEN_MINING_CHANNEL_ERROR => {
+                    let err: OpenMiningChannelError = decode(&mut f)?;
+                    return Err(LinkError::Channel(err.error_code.as_utf8_or_hex()));
+                }
+                other => debug!(msg_type = other, "ignored before the channel opened"),
+            }
+        };
+        if channel.extranonce_size < layout.total_len()
+            || channel.prefix.len() + channel.extranonce_size > super::MAX_EXTRANONCE
+        {
+            return Err(LinkError::Channel(format!(
+                "extranonce prefix {} + size {} does not fit our {} bytes of extranonce1+2",
+                channel.prefix.len(),
+                channel.extranonce_size,
+                layout.total_len()
+            )));
+        }
+        let mut jd = JdClient::connect(&jds.address, jds.authority, config.connect_timeout).await?;
+        let first = jd.allocate(&up.user_identity).await?;
+        if first.coinbase_outputs.is_empty() {
+            return Err(LinkError::Protocol(
+                "a token without coinbase outputs".into(),
+            ));
+        }
+        info!(
+            upstream = %up.name,
+            pool = %up.pool.address,
+            jds = %jds.address,
+            channel = channel.id,
+            extranonce_prefix = %hex::encode(&channel.prefix),
+            extranonce_size = channel.extranonce_size,
+            pool_outputs = first.coinbase_outputs.len(),
+            "pool ready: channel open, job declarator up"
+        );
+        Ok(PoolLink {
+            index,
+            name: up.name.clone(),
+            mining,
+            declarer: Declarer::start(jd, first.token, up.user_identity.clone()),
+            pool_outputs: first.coinbase_outputs,
+            channel,
+            layout,
+            config,
+            stats,
+        })
+    }
+
+    /// The coinbase plan for this link's jobs, with the sender shares take to reach it.
+    pub fn plan(&self, shares: mpsc::Sender<UpShare>) -> Plan {
+        let pad = self.channel.extranonce_size - self.layout.total_len();
+        let mut fixed = self.channel.prefix.clone();
+        fixed.resize(fixed.len() + pad, 0);
+        Plan::Pool(PoolPlan {
+            outputs: self.pool_outputs.clone(),
+            fixed,
+            tag: PoolTag {
+                shares,
+                pad: pad as u8,
+                stats: self.stats.clone(),
+            },
+        })
+    }
+}
+
+async fn recv(
+    client: &mut Client,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<Frame, LinkError> {
+    client.recv(timeout).await.map_err(|e| match e {
+        OpenError::Timeout(timeout) => LinkError::Timeout { what, timeout },
+        OpenError::Sv2(e) => LinkError::Sv2(e),
+        other => LinkError::Protocol(other.to_string()),
+    })
+}
+
+/// Where a job stands with the pool.
+#[derive(Debug)]
+enum JobState {
+    /// Sent to miners; its declaration is in flight (or it was superseded before its turn).
+    Declaring,
+    /// Declared; `SetCustomMiningJob` sent at `since`.
+    Setting { since: Instant },
+    /// The pool's job id for it.
+    Active(u32),
+}
+
+#[derive(Debug)]
+struct Tracked {
+    job: Arc<Job>,
+    state: JobState,
+    queued: Vec<UpShare>,
+}
+
+/// The running state of a link.
+pub struct Mining {
+    link: PoolLink,
+    jobs: VecDeque<Tracked>,
+    sequence: u32,
+    in_flight: HashMap<u32, Arc<str>>,
+    in_flight_order: VecDeque<u32>,
+    work_since_report: f64,
+    last_report: Instant,
+}
+
+impl Mining {
+    pub fn new(link: PoolLink) -> Self {
+        Mining {
+            link,
+            jobs: VecDeque::new(),
+            sequence: 0,
+            in_flight: HashMap::new(),
+            in_flight_order: VecDeque::new(),
+            work_since_report: 0.0,
+            last_report: Instant::now(),
+        }
+    }
+
+    pub fn link(&self) -> &PoolLink {
+        &self.link
+    }
+
+    pub fn into_link(self) -> PoolLink {
+        self.link
+    }
+
+    /// A new job went to the miners: declare it.
+    pub fn on_job(&mut self, job: Arc<Job>) {
+        if self.jobs.len() >= MAX_TRACKED_JOBS {
+            if let Some(old) = self.jobs.pop_front() {
+                self.link.stats.pool_dropped(old.queued.len() as u64);
+            }
+        }
+        self.link.declarer.declare(job.clone());
+        self.jobs.push_back(Tracked {
+            job,
+            state: JobState::Declaring,
+            queued: Vec::new(),
+        });
+    }
+
+    /// The next frame from the pool, or the declarer's next event.
+    pub async fn next(&mut self) -> Result<Input, LinkError> {
+        tokio::select! {
+            f = self.link.mining.frames.recv() => match f {
+                Some(Ok(f)) => Ok(Input::Frame(f)),
+                Some(Err(e)) => Err(e.into()),
+                None => Err(Sv2Error::Closed.into()),
+            },
+            e = self.link.declarer.events.recv() => match e {
+                Some(e) => Ok(Input::Declarer(e)),
+                None => Err(LinkError::Protocol("declarer stopped".into())),
+            },
+        }
+    }
+
+    /// Handles what [`next`](Self::next) returned.
+    ///
+    /// # Errors
+    /// A refusal or failure that means this pool cannot be mined on now.
+    pub async fn handle(&mut self, input: Input) -> Result<(), LinkError> {
+        match input {
+            Input::Declarer(Event::Declared { job, token }) => {
+                self.set_custom_job(job, &token).await
+            }
+            Input::Declarer(Event::Failed { job, error }) => {
+                if let Some(j) = job {
+                    warn!(upstream = %self.link.name, job = %j, %error, "job declaration failed");
+                }
+                Err(error.into())
+            }
+            Input::Frame(f) => self.on_frame(f).await,
+        }
+    }
+
+    async fn set_custom_job(
+        &mut self,
+        id: JobId,
+        token: &job_declarator::Token,
+    ) -> Result<(), LinkError> {
+        let Some(t) = self.jobs.iter_mut().find(|t| t.job.id == id) else {
+            debug!(job = %id, "declared job already forgotten");
+            return Ok(());
+        };
+        let job = &t.job;
+        let tpl = &job.template;
+        let prev = tpl.prev_hash.to_byte_array();
+        let path: Vec<[u8; 32]> = tpl.merkle_path.iter().map(|n| n.to_byte_array()).collect();
+        let too_big =
+            |w: &str| LinkError::Protocol(format!("{w} too large for SetCustomMiningJob"));
+        let msg = SetCustomMiningJob {
+            channel_id: self.link.channel.id,
+            request_id: id.get(),
+            token: B0255::try_from(token.as_bytes()).map_err(|_| too_big("token"))?,
+            version: tpl.version as u32,
+            prev_hash: U256::from(&prev),
+            min_ntime: tpl.cur_time,
+            nbits: tpl.bits.to_consensus(),
+            coinbase_tx_version: job.coinbase.tx_version(),
+            coinbase_prefix: B0255::try_from(job.coinbase.script_sig_prefix())
+                .map_err(|_| too_big("coinbase prefix"))?,
+            coinbase_tx_input_n_sequence: job.coinbase.input_sequence(),
+            coinbase_tx_outputs: B064K::try_from(job.coinbase.outputs())
+                .map_err(|_| too_big("coinbase outputs"))?,
+            coinbase_tx_locktime: job.coinbase.lock_time(),
+            merkle_path: Seq0255::new(path.iter().map(U256::from).collect())
+                .map_err(|_| too_big("merkle path"))?,
+        };
+        self.link
+            .mining
+            .writer
+            .send(msg, mining_sv2::MESSAGE_TYPE_SET_CUSTOM_MINING_JOB, true)
+            .await?;
+        t.state = JobState::Setting {
+            since: Instant::now(),
+        };
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, mut f: Frame) -> Result<(), LinkError> {
+        match f.msg_type {
+            mining_sv2::MESSAGE_TYPE_SET_CUSTOM_MINING_JOB_SUCCESS => {
+                let ok: SetCustomMiningJobSuccess = decode(&mut f)?;
+                let id = JobId::new(ok.request_id);
+                let Some(t) = self.jobs.iter_mut().find(|t| t.job.id == id) else {
+                    return Ok(());
+                };
+                t.state = JobState::Active(ok.job_id);
+                info!(upstream = %self.link.name, job = %id, pool_job = ok.job_id, height = t.job.template.height, txs = t.job.template.txs.len(), "pool accepted the declared job");
+                let queued = std::mem::take(&mut t.queued);
+                for s in queued {
+                    self.submit(ok.job_id, s).await?;
+                }
+                Ok(())
+            }
+            mining_sv2::MESSAGE_TYPE_SET_CUSTOM_MINING_JOB_ERROR => {
+                let err: SetCustomMiningJobError = decode(&mut f)?;
+                Err(LinkError::CustomJob(err.error_code.as_utf8_or_hex()))
+            }
+            mining_sv2::MESSAGE_TYPE_SET_TARGET => {
+                let t: SetTarget = decode(&mut f)?;
+                if t.channel_id == self.link.channel.id {
+                    self.link.channel.target = le_target(&t.maximum_target);
+                    debug!(upstream = %self.link.name, difficulty = self.link.channel.target.difficulty_float(), "pool set the channel target");
+                }
+                Ok(())
+            }
+            mining_sv2::MESSAGE_TYPE_SET_EXTRANONCE_PREFIX => {
+                let p: SetExtranoncePrefix = decode(&mut f)?;
+                // Every job's coinbase embeds the prefix; rather than re-plan mid-flight, treat
+                // it as a reconnect: the supervisor moves miners on at once.
+                Err(LinkError::Protocol(format!(
+                    "a new extranonce prefix {} for channel {}; reconnecting",
+                    hex::encode(p.extranonce_prefix.as_bytes()),
+                    p.channel_id
+                )))
+            }
+            mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_SUCCESS => {
+                let ok: SubmitSharesSuccess = decode(&mut f)?;
+                let n = u64::from(ok.new_submits_accepted_count);
+                self.link.stats.pool_accepted(n);
+                // A batched acknowledgement is credited to the worker of its last share.
+                if let Some(w) = self.in_flight.remove(&ok.last_sequence_number) {
+                    self.link.stats.pool_verdict(&w, n, 0);
+                }
+                debug!(upstream = %self.link.name, accepted = ok.new_submits_accepted_count, last = ok.last_sequence_number, "pool acknowledged shares");
+                Ok(())
+            }
+            mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_ERROR => {
+                let err: SubmitSharesError = decode(&mut f)?;
+                self.link.stats.pool_rejected();
+                let worker = self.in_flight.remove(&err.sequence_number);
+                if let Some(w) = &worker {
+                    self.link.stats.pool_verdict(w, 0, 1);
+                }
+                warn!(upstream = %self.link.name, worker = worker.as_deref().unwrap_or("-"), code = %err.error_code.as_utf8_or_hex(), "pool rejected a share");
+                Ok(())
+            }
+            mining_sv2::MESSAGE_TYPE_UPDATE_CHANNEL_ERROR => {
+                let err: UpdateChannelError = decode(&mut f)?;
+                warn!(upstream = %self.link.name, code = %err.error_code.as_utf8_or_hex(), "pool refused the hashrate update");
+                Ok(())
+            }
+            other => {
+                debug!(upstream = %self.link.name, msg_type = other, "ignored pool message");
+                Ok(())
+            }
+        }
+    }
+
+    /// A share from a session.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn on_share(&mut self, share: UpShare) -> Result<(), LinkError> {
+        self.work_since_report += share.difficulty;
+        if share.is_block {
+            let t = self.jobs.iter().find(|t| t.job.id == share.job);
+            if let Some(t) = t {
+                let mut extranonce = self.link.channel.prefix.clone();
+                extranonce
+                    .extend_from_slice(&share.extranonce[..usize::from(share.extranonce_len)]);
+                self.link.declarer.push_solution(Solution {
+                    extranonce,
+                    prev_hash: t.job.template.prev_hash,
+                    nonce: share.nonce,
+                    ntime: share.ntime,
+                    nbits: t.job.template.bits.to_consensus(),
+                    version: share.version,
+                });
+            }
+        }
+        if !self.link.channel.target.is_met_by(share.hash) {
+            return Ok(());
+        }
+        let Some(t) = self.jobs.iter_mut().find(|t| t.job.id == share.job) else {
+            self.link.stats.pool_dropped(1);
+            return Ok(());
+        };
+        match t.state {
+            JobState::Active(pool_job) => self.submit(pool_job, share).await,
+            _ if t.queued.len() < MAX_QUEUED_PER_JOB => {
+                t.queued.push(share);
+                Ok(())
+            }
+            _ => {
+                self.link.stats.pool_dropped(1);
+                Ok(())
+            }
+        }
+    }
+
+    async fn submit(&mut self, pool_job: u32, s: UpShare) -> Result<(), LinkError> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let msg = SubmitSharesExtended {
+            channel_id: self.link.channel.id,
+            sequence_number: self.sequence,
+            job_id: pool_job,
+            nonce: s.nonce,
+            ntime: s.ntime,
+            version: s.version,
+            extranonce: B032::try_from(&s.extranonce[..usize::from(s.extranonce_len)])
+                .map_err(|_| LinkError::Protocol("extranonce above 32 bytes".into()))?,
+        };
+        self.link
+            .mining
+            .writer
+            .send(msg, mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_EXTENDED, true)
+            .await?;
+        self.link.stats.pool_submitted();
+        if s.is_block {
+            info!(upstream = %self.link.name, hash = %s.hash, worker = %s.worker, "block share sent to the pool");
+        }
+        self.in_flight.insert(self.sequence, s.worker);
+        self.in_flight_order.push_back(self.sequence);
+        if self.in_flight_order.len() > MAX_IN_FLIGHT {
+            if let Some(old) = self.in_flight_order.pop_front() {
+                self.in_flight.remove(&old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Once a second: a custom job the pool never answered ends the link.
+    ///
+    /// # Errors
+    /// [`LinkError::Timeout`].
+    pub fn check_timeouts(&self) -> Result<(), LinkError> {
+        let timeout = self.link.config.response_timeout;
+        for t in &self.jobs {
+            if let JobState::Setting { since } = t.state {
+                if since.elapsed() > timeout {
+                    return Err(LinkError::Timeout {
+                        what: "SetCustomMiningJob",
+                        timeout,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The farm's hashrate from the shares of the last interval, in hashes per second.
+    pub fn hashrate(&self) -> f32 {
+        let secs = self.last_report.elapsed().as_secs_f64().max(1e-3);
+        (self.work_since_report * 4_294_967_296.0 / secs) as f32
+    }
+
+    /// Reports the farm's hashrate (`UpdateChannel`) and logs per-worker counts.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn report(&mut self) -> Result<f32, LinkError> {
+        let hashrate = self.hashrate();
+        self.work_since_report = 0.0;
+        self.last_report = Instant::now();
+        let msg = UpdateChannel {
+            channel_id: self.link.channel.id,
+            nominal_hash_rate: hashrate,
+            maximum_target: U256::from(&[0xffu8; 32]),
+        };
+        self.link
+            .mining
+            .writer
+            .send(msg, mining_sv2::MESSAGE_TYPE_UPDATE_CHANNEL, true)
+            .await?;
+        for (worker, accepted, rejected) in self.link.stats.pool_workers() {
+            debug!(upstream = %self.link.name, %worker, accepted, rejected, "pool's verdict on shares");
+        }
+        Ok(hashrate)
+    }
+}
+
+/// Something for the link to handle.
+#[derive(Debug)]
+pub enum Input {
+    Frame(Frame),
+    Declarer(Event),
+}

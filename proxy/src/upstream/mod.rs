@@ -1,0 +1,104 @@
+//! Pool mode: the farm's jobs, declared to the pool's Job Declaration Server and mined on one
+//! SV2 extended channel, with failover down an ordered list of pools and, at the end, solo.
+//!
+//! Shares flow ASIC → [`crate::sv1::session`] (checked there) → [`PoolTag`] → the pool link,
+//! which forwards the ones that meet the channel's target. Jobs flow template → [`supervisor`]
+//! (which knows whose coinbase to use) → every session.
+
+pub mod declarer;
+pub mod link;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use bitcoin::BlockHash;
+use tokio::sync::mpsc;
+
+use crate::job::JobId;
+use crate::metrics::Stats;
+
+/// Where mining goes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Blocks pay the farm and go to its node.
+    Solo,
+    /// Jobs declared to and mined for the upstream at `index` of the configured list.
+    Pool { index: usize, name: String },
+}
+
+/// The longest extranonce a share carries upstream.
+pub const MAX_EXTRANONCE: usize = 32;
+
+/// A share the proxy accepted on a pool job, on its way to the pool.
+#[derive(Debug, Clone)]
+pub struct UpShare {
+    pub job: JobId,
+    /// What follows the channel's extranonce prefix: padding, extranonce1, extranonce2.
+    pub extranonce: [u8; MAX_EXTRANONCE],
+    pub extranonce_len: u8,
+    pub version: u32,
+    pub ntime: u32,
+    pub nonce: u32,
+    pub hash: BlockHash,
+    /// The difficulty the share was accepted at (for the farm's hashrate).
+    pub difficulty: f64,
+    pub is_block: bool,
+    pub worker: Arc<str>,
+}
+
+/// Carried by every job mined for a pool: the way to that pool's link.
+#[derive(Debug, Clone)]
+pub struct PoolTag {
+    shares: mpsc::Sender<UpShare>,
+    /// Zeros between the channel prefix and extranonce1, part of every submitted extranonce.
+    pad: u8,
+    stats: Arc<Stats>,
+}
+
+impl PoolTag {
+    /// Hands a share to the link without waiting; a full queue or a link that is gone
+    /// counts the share as dropped (the miner already has its answer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        job: JobId,
+        extranonce1: &[u8],
+        extranonce2: &[u8],
+        header: &bitcoin::block::Header,
+        hash: BlockHash,
+        difficulty: f64,
+        is_block: bool,
+        worker: &Arc<str>,
+    ) {
+        let mut extranonce = [0u8; MAX_EXTRANONCE];
+        let pad = usize::from(self.pad);
+        let len = pad + extranonce1.len() + extranonce2.len();
+        if len > MAX_EXTRANONCE {
+            self.stats.pool_dropped(1);
+            return;
+        }
+        extranonce[pad..pad + extranonce1.len()].copy_from_slice(extranonce1);
+        extranonce[pad + extranonce1.len()..len].copy_from_slice(extranonce2);
+        let share = UpShare {
+            job,
+            extranonce,
+            extranonce_len: len as u8,
+            version: header.version.to_consensus() as u32,
+            ntime: header.time,
+            nonce: header.nonce,
+            hash,
+            difficulty,
+            is_block,
+            worker: worker.clone(),
+        };
+        if let Err(e) = self.shares.try_send(share) {
+            if is_block {
+                let s = match e {
+                    mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
+                };
+                tracing::error!(hash = %s.hash, "block share could not reach the pool link; the node has it");
+            }
+            self.stats.pool_dropped(1);
+        }
+    }
+}

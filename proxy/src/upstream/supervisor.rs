@@ -1,0 +1,234 @@
+//! Which upstream the farm mines on: the most preferred one that works, else solo. A switch
+//! never touches a miner's connection: every session simply gets a clean job with the new
+//! coinbase.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use template_provider::Template;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::link::{Exit, LinkError, Mining, PoolLink, SHARE_QUEUE};
+use super::{Mode, UpShare};
+use crate::config::{FailoverConfig, UpstreamConfig};
+use crate::job::factory::{JobFactory, Plan};
+use crate::job::{ExtranonceLayout, Job};
+use crate::metrics::Stats;
+
+/// Everything the supervisor drives.
+pub struct Supervisor {
+    pub upstreams: Arc<Vec<UpstreamConfig>>,
+    pub config: FailoverConfig,
+    pub layout: ExtranonceLayout,
+    pub factory: JobFactory,
+    pub templates: watch::Receiver<Arc<Template>>,
+    pub jobs: watch::Sender<Arc<Job>>,
+    pub mode: watch::Sender<Mode>,
+    pub stats: Arc<Stats>,
+    /// The farm's last measured hashrate, offered to the next pool's channel.
+    pub hashrate: f32,
+}
+
+/// Tries upstreams `from..to` in order; the first that opens wins.
+async fn connect_first(
+    upstreams: Arc<Vec<UpstreamConfig>>,
+    range: std::ops::Range<usize>,
+    layout: ExtranonceLayout,
+    config: FailoverConfig,
+    hashrate: f32,
+    stats: Arc<Stats>,
+) -> Option<PoolLink> {
+    for i in range {
+        let up = &upstreams[i];
+        match PoolLink::open(i, up, layout, config, hashrate, stats.clone()).await {
+            Ok(link) => return Some(link),
+            Err(e) => warn!(upstream = %up.name, error = %e, "upstream unavailable"),
+        }
+    }
+    None
+}
+
+impl Supervisor {
+    fn probe(&self, to: usize) -> JoinHandle<Option<PoolLink>> {
+        tokio::spawn(connect_first(
+            self.upstreams.clone(),
+            0..to,
+            self.layout,
+            self.config,
+            self.hashrate,
+            self.stats.clone(),
+        ))
+    }
+
+    /// Publishes a job for the current template under the factory's plan; `clean` when the
+    /// plan changed, so miners drop work whose coinbase is no longer ours to submit.
+    fn publish(&mut self, clean: bool) -> Option<Arc<Job>> {
+        let template = self.templates.borrow_and_update().clone();
+        let previous = (!clean).then(|| self.jobs.borrow().clone());
+        match self.factory.make(template, previous.as_deref()) {
+            Ok(job) => {
+                let job = Arc::new(job);
+                self.jobs.send_replace(job.clone());
+                Some(job)
+            }
+            Err(e) => {
+                error!(error = %e, "cannot build a job; miners keep the previous one");
+                None
+            }
+        }
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let n = self.upstreams.len();
+        let mut next = connect_first(
+            self.upstreams.clone(),
+            0..n,
+            self.layout,
+            self.config,
+            self.hashrate,
+            self.stats.clone(),
+        )
+        .await;
+        loop {
+            let exit = match next.take() {
+                Some(link) => {
+                    let index = link.index;
+                    match self.mine_pool(link, &shutdown).await {
+                        Exit::Shutdown => return,
+                        Exit::Preempted(better) => {
+                            next = Some(*better);
+                            continue;
+                        }
+                        Exit::Failed(e) => (index, e),
+                    }
+                }
+                None => match self.mine_solo(&shutdown).await {
+                    Some(link) => {
+                        next = Some(link);
+                        continue;
+                    }
+                    None => return,
+                },
+            };
+            let (index, e) = exit;
+            warn!(upstream = %self.upstreams[index].name, error = %e, "leaving upstream");
+            next = connect_first(
+                self.upstreams.clone(),
+                index + 1..n,
+                self.layout,
+                self.config,
+                self.hashrate,
+                self.stats.clone(),
+            )
+            .await;
+        }
+    }
+
+    /// Mines solo until a pool answers again (`Some`) or shutdown (`None`).
+    async fn mine_solo(&mut self, shutdown: &CancellationToken) -> Option<PoolLink> {
+        self.factory.set_plan(Plan::Solo);
+        self.mode.send_replace(Mode::Solo);
+        self.publish(true);
+        warn!("no upstream available: mining solo on the local node (blocks pay the farm's payout address)");
+        let mut retry = tokio::time::interval(self.config.retry_preferred);
+        retry.tick().await;
+        let mut probe: Option<JoinHandle<Option<PoolLink>>> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                changed = self.templates.changed() => {
+                    if changed.is_err() { return None; }
+                    self.publish(false);
+                }
+                _ = retry.tick(), if probe.is_none() => {
+                    probe = Some(self.probe(self.upstreams.len()));
+                }
+                done = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                    probe = None;
+                    if let Ok(Some(link)) = done {
+                        return Some(link);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn mine_pool(&mut self, link: PoolLink, shutdown: &CancellationToken) -> Exit {
+        let (shares_tx, mut shares) = mpsc::channel::<UpShare>(SHARE_QUEUE);
+        self.factory.set_plan(link.plan(shares_tx));
+        let index = link.index;
+        let name = link.name.clone();
+        self.mode.send_replace(Mode::Pool {
+            index,
+            name: name.clone(),
+        });
+        let mut mining = Mining::new(link);
+        info!(upstream = %name, "mining for the pool on the farm's own templates");
+        if let Some(job) = self.publish(true) {
+            mining.on_job(job);
+        }
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        let mut report = tokio::time::interval(self.config.hashrate_report);
+        report.tick().await;
+        let mut retry = tokio::time::interval(self.config.retry_preferred);
+        retry.tick().await;
+        let mut probe: Option<JoinHandle<Option<PoolLink>>> = None;
+        let result: Result<(), LinkError> = loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Exit::Shutdown,
+                changed = self.templates.changed() => {
+                    if changed.is_err() { return Exit::Shutdown; }
+                    if let Some(job) = self.publish(false) {
+                        mining.on_job(job);
+                    }
+                    Ok(())
+                }
+                input = mining.next() => match input {
+                    Ok(i) => mining.handle(i).await,
+                    Err(e) => Err(e),
+                },
+                Some(share) = shares.recv() => mining.on_share(share).await,
+                _ = second.tick() => mining.check_timeouts(),
+                _ = report.tick() => match mining.report().await {
+                    Ok(h) => { self.hashrate = h; Ok(()) }
+                    Err(e) => Err(e),
+                },
+                _ = retry.tick(), if index > 0 && probe.is_none() => {
+                    probe = Some(self.probe(index));
+                    Ok(())
+                }
+                done = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                    probe = None;
+                    if let Ok(Some(better)) = done {
+                        info!(from = %name, to = %better.name, "a preferred upstream is back");
+                        return Exit::Preempted(Box::new(better));
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
+                break Err(e);
+            }
+        };
+        let hashrate = mining.hashrate();
+        if hashrate > 0.0 {
+            self.hashrate = hashrate;
+        }
+        // Shares still queued for this pool cannot reach it any more.
+        shares.close();
+        let mut lost = 0;
+        while shares.try_recv().is_ok() {
+            lost += 1;
+        }
+        self.stats.pool_dropped(lost);
+        match result {
+            Ok(()) => Exit::Shutdown,
+            Err(e) => Exit::Failed(e),
+        }
+    }
+}
