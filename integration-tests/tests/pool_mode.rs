@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use bitcoin::hashes::Hash;
 use bitcoin::{Amount, ScriptBuf, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
 use integration_tests::proxy::{
@@ -48,6 +49,11 @@ struct Farm {
 }
 
 async fn farm() -> anyhow::Result<Farm> {
+    farm_with(true).await
+}
+
+/// A farm whose pool runs its JDS when `jds`.
+async fn farm_with(jds: bool) -> anyhow::Result<Farm> {
     sv2_bin_dir()?;
     let pool_node =
         BitcoinNode::start_with_args(NodeKind::BitcoinNodeIpc, &["-minrelaytxfee=0.00005"]).await?;
@@ -58,10 +64,9 @@ async fn farm() -> anyhow::Result<Farm> {
     node.wait_for_height(PREMINE, Duration::from_secs(30))
         .await?;
     let pool_payout = TestWallet::new();
-    let pool = PoolSv2::start(PoolSv2Config::new(
-        TemplateSource::ipc(&pool_node),
-        pool_payout.address(),
-    ))
+    let pool = PoolSv2::start(
+        PoolSv2Config::new(TemplateSource::ipc(&pool_node), pool_payout.address()).with_jds(jds),
+    )
     .await?;
     let pool_script = pool.coinbase_script().clone();
     Ok(Farm {
@@ -349,6 +354,170 @@ async fn a_refused_declaration_falls_back_to_solo() -> anyhow::Result<()> {
             .wait_for_height(tip, Duration::from_secs(20))
             .await?;
         wait_mode(&proxy, is_pool, Duration::from_secs(40)).await?;
+        stop.cancel();
+        proxy.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Ordered failover: with two pools, the first one's death moves mining to the second, and
+/// its return brings mining back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_pool_takes_over_and_the_first_gets_the_farm_back() -> anyhow::Result<()> {
+    init_tracing();
+    with_timeout(TEST_TIMEOUT, async {
+        let mut f = farm().await?;
+        let second_payout = TestWallet::new();
+        let second = PoolSv2::start(PoolSv2Config::new(
+            TemplateSource::ipc(&f.pool_node),
+            second_payout.address(),
+        ))
+        .await?;
+        let mut raw = f.proxy_config(f.pool().authority_public_key());
+        raw.upstream.push(RawUpstream {
+            name: Some("backup-pool".into()),
+            pool_address: Some(second.listen_addr().to_string()),
+            pool_authority_public_key: Some(second.authority_public_key()),
+            jds_address: second.jds_addr().map(|a| a.to_string()),
+            ..Default::default()
+        });
+        let proxy = start_proxy(raw).await?;
+        wait_mode(
+            &proxy,
+            |m| matches!(m, Mode::Pool { index: 0, .. }),
+            Duration::from_secs(20),
+        )
+        .await?;
+        let stop = CancellationToken::new();
+        let _miners = f.miners(&proxy, &[Dialect::Whatsminer, Dialect::Avalon], &stop);
+        f.wait_block_paying(PREMINE, &f.pool_script, Duration::from_secs(60))
+            .await?;
+
+        let (listen, jds, config) = (
+            f.pool().listen_addr(),
+            f.pool().jds_addr(),
+            f.pool().config().clone(),
+        );
+        drop(f.pool.take());
+        wait_mode(
+            &proxy,
+            |m| matches!(m, Mode::Pool { index: 1, .. }),
+            Duration::from_secs(15),
+        )
+        .await?;
+        let (h, _) = f.node.tip().await?;
+        f.wait_block_paying(h, second_payout.script_pubkey(), Duration::from_secs(60))
+            .await?;
+
+        f.pool = Some(PoolSv2::start_on(config, listen, jds).await?);
+        wait_mode(
+            &proxy,
+            |m| matches!(m, Mode::Pool { index: 0, .. }),
+            Duration::from_secs(30),
+        )
+        .await?;
+        let (h, _) = f.node.tip().await?;
+        f.wait_block_paying(h, &f.pool_script, Duration::from_secs(60))
+            .await?;
+        let s = proxy.stats();
+        assert_eq!(
+            (s.connections, s.connections_total),
+            (2, 2),
+            "no ASIC dropped across two switches"
+        );
+        stop.cancel();
+        proxy.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A pool without job declaration: jd-proxy mines the pool's own jobs (a plain SV1-to-SV2
+/// translator); the pool's blocks are found through it and accepted by both nodes, and the
+/// farm's low-fee transaction is not in them (the pool chose the transactions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_jds_the_pools_own_jobs_are_mined() -> anyhow::Result<()> {
+    init_tracing();
+    with_timeout(TEST_TIMEOUT, async {
+        let mut f = farm_with(false).await?;
+        let farm_tx = f.wallet.send_self(&f.node, LOW_FEE).await?;
+        let mut raw = f.proxy_config(f.pool().authority_public_key());
+        raw.upstream[0].jds_address = None;
+        let proxy = start_proxy(raw).await?;
+        wait_mode(&proxy, is_pool, Duration::from_secs(20)).await?;
+        let stop = CancellationToken::new();
+        let dialects = [Dialect::Cgminer, Dialect::Bitaxe];
+        let _miners = f.miners(&proxy, &dialects, &stop);
+        let workers: HashSet<String> = dialects.iter().map(|d| format!("farm.{d}")).collect();
+        let ok = wait_until(Duration::from_secs(90), || async {
+            let accepted: HashSet<String> = proxy
+                .pool_workers()
+                .into_iter()
+                .filter(|(_, a, _)| *a > 0)
+                .map(|(w, _, _)| w)
+                .collect();
+            let (h, _) = f
+                .node
+                .tip()
+                .await
+                .unwrap_or((0, bitcoin::BlockHash::all_zeros()));
+            workers.is_subset(&accepted) && h >= PREMINE + 2
+        })
+        .await;
+        assert!(
+            ok,
+            "pool verdicts {:?}, stats {:?}",
+            proxy.pool_workers(),
+            proxy.stats()
+        );
+        let blocks = blocks_above(&f.node, PREMINE).await?;
+        for b in &blocks {
+            assert_eq!(
+                b.txdata[0].output[0].script_pubkey, f.pool_script,
+                "the pool's coinbase"
+            );
+            assert!(
+                !b.txdata.iter().any(|t| t.compute_txid() == farm_tx),
+                "the pool picked the transactions"
+            );
+        }
+        assert!(f.pool().log_count(POOL_BLOCK_FOUND_LOG) >= 1);
+        assert_eq!(proxy.stats().pool_rejected, 0, "{:?}", proxy.stats());
+        stop.cancel();
+        proxy.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Coinbase-only declaration, as the spec defines it (no transaction data; the proxy alone
+/// propagates its blocks). The reference JDS 0.7.0 supports only full-template mode and refuses
+/// such a connection at setup; jd-proxy reports the refusal and keeps the farm mining (solo).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coinbase_only_is_refused_by_the_reference_jds_and_the_farm_keeps_mining(
+) -> anyhow::Result<()> {
+    init_tracing();
+    with_timeout(TEST_TIMEOUT, async {
+        let f = farm().await?;
+        let jds = f.pool().jds_addr().expect("jds on").to_string();
+        let key = f.pool().authority_public_key().parse()?;
+        let err = job_declarator::JdClient::connect(&jds, key, false, Duration::from_secs(5))
+            .await
+            .expect_err("the reference JDS wants DECLARE_TX_DATA");
+        assert!(
+            err.to_string().contains("missing-declare-tx-data-flag"),
+            "{err}"
+        );
+
+        let mut raw = f.proxy_config(f.pool().authority_public_key());
+        raw.upstream[0].declaration = Some("coinbase-only".into());
+        let proxy = start_proxy(raw).await?;
+        let stop = CancellationToken::new();
+        let _miners = f.miners(&proxy, &[Dialect::Braiins], &stop);
+        f.wait_block_paying(PREMINE, f.solo.script_pubkey(), Duration::from_secs(60))
+            .await?;
+        assert_eq!(*proxy.mode().borrow(), Mode::Solo);
         stop.cancel();
         proxy.shutdown().await;
         Ok(())

@@ -117,13 +117,17 @@ fn decode<'a, T: binary_sv2::Deserialize<'a>>(
 }
 
 impl JdClient {
-    /// Connects (pinning `authority`) and sets up full-template declaration.
+    /// Connects (pinning `authority`) and sets up declaration: full-template mode when
+    /// `declare_tx_data`, coinbase-only mode otherwise (tokens only; the pool never sees the
+    /// transactions).
     ///
     /// # Errors
-    /// Unreachable, wrong key, or a refused setup.
+    /// Unreachable, wrong key, or a refused setup (a JDS that supports only the other mode
+    /// refuses here, with its reason).
     pub async fn connect(
         address: &str,
         authority: AuthorityPublicKey,
+        declare_tx_data: bool,
         timeout: Duration,
     ) -> Result<JdClient, JdError> {
         let client = open(
@@ -131,7 +135,7 @@ impl JdClient {
             authority,
             Protocol::JobDeclarationProtocol,
             VERSION,
-            DECLARE_TX_DATA,
+            if declare_tx_data { DECLARE_TX_DATA } else { 0 },
             timeout,
         )
         .await

@@ -140,6 +140,7 @@ impl Proxy {
                 upstreams: Arc::new(config.upstreams.clone()),
                 config: config.failover,
                 layout: config.sv1.layout,
+                network: config.network,
                 factory,
                 templates,
                 jobs: jobs_tx,

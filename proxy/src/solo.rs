@@ -65,6 +65,11 @@ pub async fn run_submitter(
     tracker: TaskTracker,
 ) {
     while let Some(b) = blocks.recv().await {
+        if b.template.kind == template_provider::TemplateKind::Pool {
+            // Only the pool holds this block's transactions; it got the share and propagates.
+            tracing::info!(hash = %b.hash, "block on the pool's own job: the pool propagates it");
+            continue;
+        }
         match &route {
             BlockRoute::Node(submitter) => {
                 let submitter = submitter.clone();

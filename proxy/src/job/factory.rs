@@ -114,6 +114,19 @@ impl JobFactory {
         }
     }
 
+    /// A job around a coinbase split elsewhere (a pool's own job).
+    pub fn make_with(
+        &mut self,
+        template: Arc<Template>,
+        coinbase: CoinbaseSplit,
+        clean: bool,
+        pool: Option<crate::upstream::PoolTag>,
+    ) -> Job {
+        let id = JobId::new(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        Job::with_coinbase(id, template, coinbase, clean, pool)
+    }
+
     /// Publishes a job for every template until shutdown.
     pub async fn run(
         mut self,

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::config::DeclarationMode;
 use crate::job::{Job, JobId};
 
 /// The JDS's answer when its tip is not the job's.
@@ -44,11 +45,19 @@ impl Drop for Declarer {
 
 impl Declarer {
     /// Starts declaring on `client`, with `spare` as the first job's token.
-    pub fn start(client: JdClient, spare: Token, user: String) -> Declarer {
+    pub fn start(client: JdClient, spare: Token, user: String, mode: DeclarationMode) -> Declarer {
         let (jobs, jobs_rx) = watch::channel(None);
         let (solutions, solutions_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(16);
-        let task = tokio::spawn(run(client, spare, user, jobs_rx, solutions_rx, events_tx));
+        let task = tokio::spawn(run(
+            client,
+            spare,
+            user,
+            mode,
+            jobs_rx,
+            solutions_rx,
+            events_tx,
+        ));
         Declarer {
             jobs,
             solutions,
@@ -72,6 +81,7 @@ async fn run(
     mut client: JdClient,
     spare: Token,
     user: String,
+    mode: DeclarationMode,
     mut jobs: watch::Receiver<Option<Arc<Job>>>,
     mut solutions: mpsc::UnboundedReceiver<Solution>,
     events: mpsc::Sender<Event>,
@@ -94,6 +104,22 @@ async fn run(
                     return;
                 }
                 let Some(job) = jobs.borrow_and_update().clone() else { continue };
+                if mode == DeclarationMode::CoinbaseOnly {
+                    // The token alone identifies the job; the pool judges it by its coinbase.
+                    let token = match spare.take() {
+                        Some(t) => Ok(t),
+                        None => client.allocate(&user).await.map(|a| a.token),
+                    };
+                    let event = match token {
+                        Ok(token) => Event::Declared { job: job.id, token },
+                        Err(error) => Event::Failed { job: Some(job.id), error },
+                    };
+                    let failed = matches!(event, Event::Failed { .. });
+                    if events.send(event).await.is_err() || failed {
+                        return;
+                    }
+                    continue;
+                }
                 let Some((coinbase_prefix, coinbase_suffix)) = job.coinbase.witness_parts() else {
                     warn!(job = %job.id, "template has no witness commitment; cannot declare it");
                     continue;

@@ -8,17 +8,18 @@ use std::time::{Duration, Instant};
 
 use binary_sv2::{Seq0255, Str0255, B0255, B032, B064K, U256};
 use bitcoin::hashes::Hash;
-use bitcoin::{Target, TxOut};
+use bitcoin::{Amount, BlockHash, CompactTarget, Target, TxMerkleNode, TxOut};
 use common_messages_sv2::Protocol;
 use job_declarator::{JdClient, JdError, Solution};
 use mining_sv2::{
-    OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess, OpenMiningChannelError,
-    SetCustomMiningJob, SetCustomMiningJobError, SetCustomMiningJobSuccess, SetExtranoncePrefix,
-    SetTarget, SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess, UpdateChannel,
-    UpdateChannelError,
+    NewExtendedMiningJob, OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess,
+    OpenMiningChannelError, SetCustomMiningJob, SetCustomMiningJobError, SetCustomMiningJobSuccess,
+    SetExtranoncePrefix, SetNewPrevHash as MiningSetNewPrevHash, SetTarget, SubmitSharesError,
+    SubmitSharesExtended, SubmitSharesSuccess, UpdateChannel, UpdateChannelError,
 };
 use template_provider::sv2::client::{open, Client, OpenError};
 use template_provider::sv2::{Frame, Sv2Error};
+use template_provider::{CoinbaseSplit, Template, TemplateId, TemplateKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -83,8 +84,10 @@ pub struct PoolLink {
     pub name: String,
     mining: Client,
     channel: Channel,
-    declarer: Declarer,
+    /// `None`: the pool has no JDS configured here; mine the pool's own jobs.
+    declarer: Option<Declarer>,
     pool_outputs: Vec<TxOut>,
+    network: bitcoin::Network,
     layout: ExtranonceLayout,
     config: FailoverConfig,
     stats: Arc<Stats>,
@@ -114,31 +117,27 @@ impl PoolLink {
     ///
     /// # Errors
     /// Whatever step failed, named.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         index: usize,
         up: &UpstreamConfig,
         layout: ExtranonceLayout,
+        network: bitcoin::Network,
         config: FailoverConfig,
         hashrate: f32,
         stats: Arc<Stats>,
     ) -> Result<PoolLink, LinkError> {
-        let Some((jds, mode)) = &up.jds else {
-            return Err(LinkError::Unsupported(format!(
-                "upstream {} has no jds_address: mining a pool's own jobs is not supported yet",
-                up.name
-            )));
+        let flags = if up.jds.is_some() {
+            REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING
+        } else {
+            REQUIRES_VERSION_ROLLING
         };
-        if *mode == DeclarationMode::CoinbaseOnly {
-            return Err(LinkError::Unsupported(
-                "coinbase-only declaration is not supported yet".into(),
-            ));
-        }
         let mut mining = open(
             &up.pool.address,
             up.pool.authority,
             Protocol::MiningProtocol,
             VERSION,
-            REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING,
+            flags,
             config.connect_timeout,
         )
         .await?;
@@ -192,7 +191,29 @@ impl PoolLink {
                 layout.total_len()
             )));
         }
-        let mut jd = JdClient::connect(&jds.address, jds.authority, config.connect_timeout).await?;
+        let Some((jds, mode)) = &up.jds else {
+            warn!(
+                upstream = %up.name,
+                pool = %up.pool.address,
+                channel = channel.id,
+                "pool ready WITHOUT job declaration: mining the pool's own jobs (the pool picks the transactions)"
+            );
+            return Ok(PoolLink {
+                index,
+                name: up.name.clone(),
+                mining,
+                declarer: None,
+                pool_outputs: Vec::new(),
+                network,
+                channel,
+                layout,
+                config,
+                stats,
+            });
+        };
+        let full = *mode == DeclarationMode::FullTemplate;
+        let mut jd =
+            JdClient::connect(&jds.address, jds.authority, full, config.connect_timeout).await?;
         let first = jd.allocate(&up.user_identity).await?;
         if first.coinbase_outputs.is_empty() {
             return Err(LinkError::Protocol(
@@ -207,14 +228,21 @@ impl PoolLink {
             extranonce_prefix = %hex::encode(&channel.prefix),
             extranonce_size = channel.extranonce_size,
             pool_outputs = first.coinbase_outputs.len(),
+            declaration = ?mode,
             "pool ready: channel open, job declarator up"
         );
         Ok(PoolLink {
             index,
             name: up.name.clone(),
             mining,
-            declarer: Declarer::start(jd, first.token, up.user_identity.clone()),
+            declarer: Some(Declarer::start(
+                jd,
+                first.token,
+                up.user_identity.clone(),
+                *mode,
+            )),
             pool_outputs: first.coinbase_outputs,
+            network,
             channel,
             layout,
             config,
@@ -222,19 +250,35 @@ impl PoolLink {
         })
     }
 
-    /// The coinbase plan for this link's jobs, with the sender shares take to reach it.
-    pub fn plan(&self, shares: mpsc::Sender<UpShare>) -> Plan {
+    /// Whether the farm's own templates are declared here (else the pool's jobs are mined).
+    pub fn declares(&self) -> bool {
+        self.declarer.is_some()
+    }
+
+    /// The channel's extranonce prefix and the zeros padding it to where our extranonce1
+    /// starts: the scriptSig bytes every job of this channel fixes.
+    fn fixed(&self) -> Vec<u8> {
         let pad = self.channel.extranonce_size - self.layout.total_len();
         let mut fixed = self.channel.prefix.clone();
         fixed.resize(fixed.len() + pad, 0);
+        fixed
+    }
+
+    /// What jobs of this link carry: the way for their shares to reach it.
+    pub fn tag(&self, shares: mpsc::Sender<UpShare>) -> PoolTag {
+        PoolTag {
+            shares,
+            pad: (self.channel.extranonce_size - self.layout.total_len()) as u8,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// The coinbase plan for declared jobs on this link.
+    pub fn plan(&self, tag: PoolTag) -> Plan {
         Plan::Pool(PoolPlan {
             outputs: self.pool_outputs.clone(),
-            fixed,
-            tag: PoolTag {
-                shares,
-                pad: pad as u8,
-                stats: self.stats.clone(),
-            },
+            fixed: self.fixed(),
+            tag,
         })
     }
 }
@@ -273,6 +317,9 @@ struct Tracked {
 pub struct Mining {
     link: PoolLink,
     jobs: VecDeque<Tracked>,
+    /// The pool's own jobs waiting for their previous hash, as raw messages.
+    future: HashMap<u32, Frame>,
+    prev: Option<PrevHash>,
     sequence: u32,
     in_flight: HashMap<u32, Arc<str>>,
     in_flight_order: VecDeque<u32>,
@@ -285,6 +332,8 @@ impl Mining {
         Mining {
             link,
             jobs: VecDeque::new(),
+            future: HashMap::new(),
+            prev: None,
             sequence: 0,
             in_flight: HashMap::new(),
             in_flight_order: VecDeque::new(),
@@ -301,30 +350,82 @@ impl Mining {
         self.link
     }
 
-    /// A new job went to the miners: declare it.
-    pub fn on_job(&mut self, job: Arc<Job>) {
+    fn track(&mut self, job: Arc<Job>, state: JobState) {
         if self.jobs.len() >= MAX_TRACKED_JOBS {
             if let Some(old) = self.jobs.pop_front() {
                 self.link.stats.pool_dropped(old.queued.len() as u64);
             }
         }
-        self.link.declarer.declare(job.clone());
         self.jobs.push_back(Tracked {
             job,
-            state: JobState::Declaring,
+            state,
             queued: Vec::new(),
         });
     }
 
+    /// A new job from the farm's template went to the miners: declare it.
+    pub fn on_job(&mut self, job: Arc<Job>) {
+        if let Some(d) = &self.link.declarer {
+            d.declare(job.clone());
+        }
+        self.track(job, JobState::Declaring);
+    }
+
+    /// A job of the pool's own went to the miners.
+    pub fn on_pool_job(&mut self, job: Arc<Job>, pool_job: u32) {
+        self.track(job, JobState::Active(pool_job));
+    }
+
+    /// Builds the job for a pool job now that its previous hash is known.
+    fn pool_job(&self, frame: &Frame, prev: PrevHash, clean: bool) -> Result<PoolJob, LinkError> {
+        let mut f = frame.clone();
+        let j: NewExtendedMiningJob = decode(&mut f)?;
+        let mut prefix = j.coinbase_tx_prefix.as_bytes().to_vec();
+        prefix.extend_from_slice(&self.link.fixed());
+        let coinbase = CoinbaseSplit::from_parts(
+            prefix,
+            j.coinbase_tx_suffix.as_bytes().to_vec(),
+            self.link.layout.total_len(),
+        )
+        .map_err(|e| LinkError::Protocol(format!("a job with a bad coinbase: {e}")))?;
+        let min_ntime = j.min_ntime.clone().into_inner().unwrap_or(prev.min_ntime);
+        let template = Template {
+            id: TemplateId::new(u64::from(j.job_id)),
+            kind: TemplateKind::Pool,
+            network: self.link.network,
+            height: coinbase.bip34_height().unwrap_or(0),
+            prev_hash: prev.hash,
+            version: j.version as i32,
+            bits: CompactTarget::from_consensus(prev.nbits),
+            min_time: min_ntime,
+            cur_time: min_ntime,
+            coinbase_value: Amount::ZERO,
+            witness_commitment: None,
+            txs: Arc::new(Vec::new()),
+            merkle_path: j
+                .merkle_path
+                .iter()
+                .map(|n| TxMerkleNode::from_byte_array(*n.as_array()))
+                .collect(),
+        };
+        Ok(PoolJob {
+            pool_job: j.job_id,
+            template,
+            coinbase,
+            clean,
+        })
+    }
+
     /// The next frame from the pool, or the declarer's next event.
     pub async fn next(&mut self) -> Result<Input, LinkError> {
+        let declarer = self.link.declarer.as_mut();
         tokio::select! {
             f = self.link.mining.frames.recv() => match f {
                 Some(Ok(f)) => Ok(Input::Frame(f)),
                 Some(Err(e)) => Err(e.into()),
                 None => Err(Sv2Error::Closed.into()),
             },
-            e = self.link.declarer.events.recv() => match e {
+            e = async { declarer.expect("guarded").events.recv().await }, if declarer.is_some() => match e {
                 Some(e) => Ok(Input::Declarer(e)),
                 None => Err(LinkError::Protocol("declarer stopped".into())),
             },
@@ -335,10 +436,10 @@ impl Mining {
     ///
     /// # Errors
     /// A refusal or failure that means this pool cannot be mined on now.
-    pub async fn handle(&mut self, input: Input) -> Result<(), LinkError> {
+    pub async fn handle(&mut self, input: Input) -> Result<Option<PoolJob>, LinkError> {
         match input {
             Input::Declarer(Event::Declared { job, token }) => {
-                self.set_custom_job(job, &token).await
+                self.set_custom_job(job, &token).await.map(|()| None)
             }
             Input::Declarer(Event::Failed { job, error }) => {
                 if let Some(j) = job {
@@ -394,13 +495,45 @@ impl Mining {
         Ok(())
     }
 
-    async fn on_frame(&mut self, mut f: Frame) -> Result<(), LinkError> {
+    async fn on_frame(&mut self, mut f: Frame) -> Result<Option<PoolJob>, LinkError> {
         match f.msg_type {
+            mining_sv2::MESSAGE_TYPE_NEW_EXTENDED_MINING_JOB if self.link.declarer.is_none() => {
+                let mut raw = f.clone();
+                let j: NewExtendedMiningJob = decode(&mut raw)?;
+                let future = j.min_ntime.clone().into_inner().is_none();
+                let id = j.job_id;
+                if future {
+                    if self.future.len() >= MAX_TRACKED_JOBS {
+                        self.future.clear();
+                    }
+                    self.future.insert(id, f);
+                    return Ok(None);
+                }
+                match self.prev {
+                    Some(prev) => self.pool_job(&f, prev, false).map(Some),
+                    None => Ok(None),
+                }
+            }
+            mining_sv2::MESSAGE_TYPE_MINING_SET_NEW_PREV_HASH if self.link.declarer.is_none() => {
+                let p: MiningSetNewPrevHash = decode(&mut f)?;
+                let prev = PrevHash {
+                    hash: BlockHash::from_byte_array(*p.prev_hash.as_array()),
+                    min_ntime: p.min_ntime,
+                    nbits: p.nbits,
+                };
+                self.prev = Some(prev);
+                let job = self.future.remove(&p.job_id);
+                self.future.clear();
+                match job {
+                    Some(frame) => self.pool_job(&frame, prev, true).map(Some),
+                    None => Ok(None),
+                }
+            }
             mining_sv2::MESSAGE_TYPE_SET_CUSTOM_MINING_JOB_SUCCESS => {
                 let ok: SetCustomMiningJobSuccess = decode(&mut f)?;
                 let id = JobId::new(ok.request_id);
                 let Some(t) = self.jobs.iter_mut().find(|t| t.job.id == id) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 t.state = JobState::Active(ok.job_id);
                 info!(upstream = %self.link.name, job = %id, pool_job = ok.job_id, height = t.job.template.height, txs = t.job.template.txs.len(), "pool accepted the declared job");
@@ -408,7 +541,7 @@ impl Mining {
                 for s in queued {
                     self.submit(ok.job_id, s).await?;
                 }
-                Ok(())
+                Ok(None)
             }
             mining_sv2::MESSAGE_TYPE_SET_CUSTOM_MINING_JOB_ERROR => {
                 let err: SetCustomMiningJobError = decode(&mut f)?;
@@ -420,7 +553,7 @@ impl Mining {
                     self.link.channel.target = le_target(&t.maximum_target);
                     debug!(upstream = %self.link.name, difficulty = self.link.channel.target.difficulty_float(), "pool set the channel target");
                 }
-                Ok(())
+                Ok(None)
             }
             mining_sv2::MESSAGE_TYPE_SET_EXTRANONCE_PREFIX => {
                 let p: SetExtranoncePrefix = decode(&mut f)?;
@@ -441,7 +574,7 @@ impl Mining {
                     self.link.stats.pool_verdict(&w, n, 0);
                 }
                 debug!(upstream = %self.link.name, accepted = ok.new_submits_accepted_count, last = ok.last_sequence_number, "pool acknowledged shares");
-                Ok(())
+                Ok(None)
             }
             mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_ERROR => {
                 let err: SubmitSharesError = decode(&mut f)?;
@@ -451,16 +584,16 @@ impl Mining {
                     self.link.stats.pool_verdict(w, 0, 1);
                 }
                 warn!(upstream = %self.link.name, worker = worker.as_deref().unwrap_or("-"), code = %err.error_code.as_utf8_or_hex(), "pool rejected a share");
-                Ok(())
+                Ok(None)
             }
             mining_sv2::MESSAGE_TYPE_UPDATE_CHANNEL_ERROR => {
                 let err: UpdateChannelError = decode(&mut f)?;
                 warn!(upstream = %self.link.name, code = %err.error_code.as_utf8_or_hex(), "pool refused the hashrate update");
-                Ok(())
+                Ok(None)
             }
             other => {
                 debug!(upstream = %self.link.name, msg_type = other, "ignored pool message");
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -477,14 +610,16 @@ impl Mining {
                 let mut extranonce = self.link.channel.prefix.clone();
                 extranonce
                     .extend_from_slice(&share.extranonce[..usize::from(share.extranonce_len)]);
-                self.link.declarer.push_solution(Solution {
-                    extranonce,
-                    prev_hash: t.job.template.prev_hash,
-                    nonce: share.nonce,
-                    ntime: share.ntime,
-                    nbits: t.job.template.bits.to_consensus(),
-                    version: share.version,
-                });
+                if let Some(d) = &self.link.declarer {
+                    d.push_solution(Solution {
+                        extranonce,
+                        prev_hash: t.job.template.prev_hash,
+                        nonce: share.nonce,
+                        ntime: share.ntime,
+                        nbits: t.job.template.bits.to_consensus(),
+                        version: share.version,
+                    });
+                }
             }
         }
         if !self.link.channel.target.is_met_by(share.hash) {
@@ -586,6 +721,23 @@ impl Mining {
         }
         Ok(hashrate)
     }
+}
+
+/// The previous hash the pool's own jobs build on.
+#[derive(Debug, Clone, Copy)]
+struct PrevHash {
+    hash: BlockHash,
+    min_ntime: u32,
+    nbits: u32,
+}
+
+/// A job of the pool's own, ready to become a [`Job`].
+#[derive(Debug)]
+pub struct PoolJob {
+    pub pool_job: u32,
+    pub template: Template,
+    pub coinbase: CoinbaseSplit,
+    pub clean: bool,
 }
 
 /// Something for the link to handle.

@@ -23,6 +23,7 @@ pub struct Supervisor {
     pub upstreams: Arc<Vec<UpstreamConfig>>,
     pub config: FailoverConfig,
     pub layout: ExtranonceLayout,
+    pub network: bitcoin::Network,
     pub factory: JobFactory,
     pub templates: watch::Receiver<Arc<Template>>,
     pub jobs: watch::Sender<Arc<Job>>,
@@ -37,13 +38,14 @@ async fn connect_first(
     upstreams: Arc<Vec<UpstreamConfig>>,
     range: std::ops::Range<usize>,
     layout: ExtranonceLayout,
+    network: bitcoin::Network,
     config: FailoverConfig,
     hashrate: f32,
     stats: Arc<Stats>,
 ) -> Option<PoolLink> {
     for i in range {
         let up = &upstreams[i];
-        match PoolLink::open(i, up, layout, config, hashrate, stats.clone()).await {
+        match PoolLink::open(i, up, layout, network, config, hashrate, stats.clone()).await {
             Ok(link) => return Some(link),
             Err(e) => warn!(upstream = %up.name, error = %e, "upstream unavailable"),
         }
@@ -52,15 +54,24 @@ async fn connect_first(
 }
 
 impl Supervisor {
-    fn probe(&self, to: usize) -> JoinHandle<Option<PoolLink>> {
-        tokio::spawn(connect_first(
+    fn connect(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl std::future::Future<Output = Option<PoolLink>> + Send + 'static {
+        connect_first(
             self.upstreams.clone(),
-            0..to,
+            range,
             self.layout,
+            self.network,
             self.config,
             self.hashrate,
             self.stats.clone(),
-        ))
+        )
+    }
+
+    /// Tries the upstreams preferred over `to` in the background.
+    fn probe(&self, to: usize) -> JoinHandle<Option<PoolLink>> {
+        tokio::spawn(self.connect(0..to))
     }
 
     /// Publishes a job for the current template under the factory's plan; `clean` when the
@@ -84,15 +95,7 @@ impl Supervisor {
     /// Runs until shutdown.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let n = self.upstreams.len();
-        let mut next = connect_first(
-            self.upstreams.clone(),
-            0..n,
-            self.layout,
-            self.config,
-            self.hashrate,
-            self.stats.clone(),
-        )
-        .await;
+        let mut next = self.connect(0..n).await;
         loop {
             let exit = match next.take() {
                 Some(link) => {
@@ -116,15 +119,7 @@ impl Supervisor {
             };
             let (index, e) = exit;
             warn!(upstream = %self.upstreams[index].name, error = %e, "leaving upstream");
-            next = connect_first(
-                self.upstreams.clone(),
-                index + 1..n,
-                self.layout,
-                self.config,
-                self.hashrate,
-                self.stats.clone(),
-            )
-            .await;
+            next = self.connect(index + 1..n).await;
         }
     }
 
@@ -159,7 +154,9 @@ impl Supervisor {
 
     async fn mine_pool(&mut self, link: PoolLink, shutdown: &CancellationToken) -> Exit {
         let (shares_tx, mut shares) = mpsc::channel::<UpShare>(SHARE_QUEUE);
-        self.factory.set_plan(link.plan(shares_tx));
+        let tag = link.tag(shares_tx);
+        let declares = link.declares();
+        self.factory.set_plan(link.plan(tag.clone()));
         let index = link.index;
         let name = link.name.clone();
         self.mode.send_replace(Mode::Pool {
@@ -167,9 +164,13 @@ impl Supervisor {
             name: name.clone(),
         });
         let mut mining = Mining::new(link);
-        info!(upstream = %name, "mining for the pool on the farm's own templates");
-        if let Some(job) = self.publish(true) {
-            mining.on_job(job);
+        if declares {
+            info!(upstream = %name, "mining for the pool on the farm's own templates");
+            if let Some(job) = self.publish(true) {
+                mining.on_job(job);
+            }
+        } else {
+            info!(upstream = %name, "mining the pool's own jobs: the pool chooses the transactions");
         }
         let mut second = tokio::time::interval(Duration::from_secs(1));
         let mut report = tokio::time::interval(self.config.hashrate_report);
@@ -183,13 +184,26 @@ impl Supervisor {
                 _ = shutdown.cancelled() => return Exit::Shutdown,
                 changed = self.templates.changed() => {
                     if changed.is_err() { return Exit::Shutdown; }
-                    if let Some(job) = self.publish(false) {
-                        mining.on_job(job);
+                    if declares {
+                        if let Some(job) = self.publish(false) {
+                            mining.on_job(job);
+                        }
+                    } else {
+                        self.templates.borrow_and_update();
                     }
                     Ok(())
                 }
                 input = mining.next() => match input {
-                    Ok(i) => mining.handle(i).await,
+                    Ok(i) => match mining.handle(i).await {
+                        Ok(Some(p)) => {
+                            let job = Arc::new(self.factory.make_with(Arc::new(p.template), p.coinbase, p.clean, Some(tag.clone())));
+                            self.jobs.send_replace(job.clone());
+                            mining.on_pool_job(job, p.pool_job);
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 },
                 Some(share) = shares.recv() => mining.on_share(share).await,

@@ -40,6 +40,8 @@ pub enum CoinbaseError {
     ScriptSigTooLong { len: usize },
     #[error("extranonce of {0} bytes is outside 1..={MAX_EXTRANONCE_LEN}")]
     ExtranonceLen(usize),
+    #[error("coinbase parts too short to be a transaction's")]
+    Malformed,
 }
 
 /// A coinbase with a hole for the extranonce.
@@ -150,6 +152,46 @@ impl CoinbaseSplit {
     /// The bytes after the extranonce (Stratum V1 `coinb2`).
     pub fn suffix(&self) -> &[u8] {
         &self.suffix
+    }
+
+    /// A coinbase split someone else built (a pool's own job), in the non-witness form;
+    /// `prefix` ends where the miners' extranonce begins.
+    ///
+    /// # Errors
+    /// An extranonce length out of range, or parts too short to be a transaction's.
+    pub fn from_parts(
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        extranonce_len: usize,
+    ) -> Result<Self, CoinbaseError> {
+        if extranonce_len == 0 || extranonce_len > MAX_EXTRANONCE_LEN {
+            return Err(CoinbaseError::ExtranonceLen(extranonce_len));
+        }
+        if prefix.len() < SCRIPT_SIG_START || suffix.len() < 9 {
+            return Err(CoinbaseError::Malformed);
+        }
+        Ok(CoinbaseSplit {
+            fixed_start: prefix.len(),
+            prefix,
+            suffix,
+            extranonce_len,
+            witness: false,
+        })
+    }
+
+    /// The block height a BIP34 scriptSig starts with, if it does.
+    pub fn bip34_height(&self) -> Option<u32> {
+        let script = self.prefix.get(SCRIPT_SIG_START..)?;
+        match *script.first()? {
+            op @ 0x51..=0x60 => Some(u32::from(op - 0x50)),
+            n @ 1..=4 => {
+                let bytes = script.get(1..=usize::from(n))?;
+                let mut le = [0u8; 4];
+                le[..bytes.len()].copy_from_slice(bytes);
+                Some(u32::from_le_bytes(le))
+            }
+            _ => None,
+        }
     }
 
     /// The scriptSig up to the whole extranonce push, opcode included (SV2's `coinbase_prefix`:
@@ -342,6 +384,12 @@ mod tests {
         assert_eq!(split.input_sequence(), tx.input[0].sequence.0);
         assert_eq!(split.lock_time(), tx.lock_time.to_consensus_u32());
         assert_eq!(split.tx_version(), 1);
+        assert_eq!(split.bip34_height(), Some(300));
+        // The same coinbase, split elsewhere (a pool's own job), hashes the same.
+        let foreign =
+            CoinbaseSplit::from_parts(split.prefix().to_vec(), split.suffix().to_vec(), 8).unwrap();
+        assert_eq!(foreign.txid(&[&en]), tx.compute_txid());
+        assert_eq!(foreign.bip34_height(), Some(300));
         // A JDS fills the whole push with zeros between the declared parts.
         let (p, s) = split.witness_parts().unwrap();
         let declared: Transaction = deserialize(&[&p[..], &[0u8; 20], &s[..]].concat()).unwrap();

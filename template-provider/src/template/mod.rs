@@ -44,6 +44,9 @@ pub enum TemplateKind {
     Empty,
     /// The node's full template.
     Full,
+    /// A pool's own job: only its merkle path is known here; the pool holds the transactions
+    /// and propagates the blocks.
+    Pool,
 }
 
 /// One transaction of a template, kept serialized: it is only ever copied into a block.
