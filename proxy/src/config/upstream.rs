@@ -137,3 +137,74 @@ pub(super) fn from_raw(list: Vec<RawUpstream>) -> Result<Vec<UpstreamConfig>, Co
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::raw::RawConfig;
+    use crate::config::{Config, DeclarationMode};
+
+    const BASE: &str = "network = \"regtest\"\n[coinbase]\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
+    const KEY: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        let raw: RawConfig =
+            toml::from_str(&format!("{BASE}{extra}")).map_err(|e| e.to_string())?;
+        Config::from_raw(raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn upstreams_keep_their_order_and_defaults() {
+        let c = parse(&format!(
+            "[[upstream]]\npool_address = \"a:1\"\npool_authority_public_key = \"{KEY}\"\njds_address = \"a:2\"\n\
+             [[upstream]]\nname = \"backup\"\npool_address = \"b:1\"\npool_authority_public_key = \"{KEY}\"\n\
+             [failover]\nretry_preferred_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        let (first, second) = (&c.upstreams[0], &c.upstreams[1]);
+        assert_eq!(
+            (first.name.as_str(), second.name.as_str()),
+            ("upstream-1", "backup")
+        );
+        let (jds, mode) = first.jds.as_ref().unwrap();
+        assert_eq!(jds.address, "a:2");
+        assert_eq!(
+            jds.authority, first.pool.authority,
+            "the pool's key signs its JDS too"
+        );
+        assert_eq!(*mode, DeclarationMode::FullTemplate);
+        assert!(second.jds.is_none(), "no JDS: the pool's own jobs");
+        assert_eq!(c.failover.retry_preferred.as_secs(), 5);
+        assert_eq!(c.failover.response_timeout.as_secs(), 10);
+    }
+
+    #[test]
+    fn bad_upstreams_name_their_key() {
+        for (extra, key) in [
+            ("[[upstream]]\npool_address = \"a:1\"\n", "upstream.pool_authority_public_key"),
+            (
+                &format!("[[upstream]]\npool_authority_public_key = \"{KEY}\"\n") as &str,
+                "upstream.pool_address",
+            ),
+            (
+                "[[upstream]]\npool_address = \"a:1\"\npool_authority_public_key = \"nope\"\n",
+                "upstream.pool_authority_public_key",
+            ),
+            (
+                &format!("[[upstream]]\npool_address = \"a:1\"\npool_authority_public_key = \"{KEY}\"\njds_address = \"a:2\"\ndeclaration = \"half\"\n"),
+                "upstream.declaration",
+            ),
+            (
+                &format!("[[upstream]]\npool_address = \"a:1\"\npool_authority_public_key = \"{KEY}\"\ndeclaration = \"coinbase-only\"\n"),
+                "upstream.jds_address",
+            ),
+            (
+                &format!("[[upstream]]\npool_address = \"a:1\"\npool_authority_public_key = \"{KEY}\"\n[template_provider]\naddress = \"t:1\"\nauthority_public_key = \"{KEY}\"\n"),
+                "upstream",
+            ),
+        ] {
+            let err = parse(extra).unwrap_err();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
+}

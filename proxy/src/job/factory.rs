@@ -155,3 +155,31 @@ impl JobFactory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(script: u8, sat: u64) -> TxOut {
+        TxOut {
+            value: Amount::from_sat(sat),
+            script_pubkey: ScriptBuf::from_bytes(vec![script]),
+        }
+    }
+
+    #[test]
+    fn the_pool_payout_output_takes_what_the_block_leaves() {
+        let value = Amount::from_sat(5_000_000_000);
+        let got = pool_outputs(&[out(1, 0), out(2, 0), out(3, 1_000)], value);
+        let values: Vec<u64> = got.iter().map(|(_, v)| v.to_sat()).collect();
+        assert_eq!(
+            values,
+            [4_999_999_000, 0, 1_000],
+            "first zero output is the pool payout"
+        );
+        assert_eq!(got[0].0.as_bytes(), [1]);
+        // Outputs asking for more than the block has never make value up.
+        let got = pool_outputs(&[out(1, 0), out(2, 9_000_000_000)], value);
+        assert_eq!(got[0].1, Amount::ZERO);
+    }
+}

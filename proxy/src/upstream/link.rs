@@ -436,7 +436,7 @@ impl Mining {
     ///
     /// # Errors
     /// A refusal or failure that means this pool cannot be mined on now.
-    pub async fn handle(&mut self, input: Input) -> Result<Option<PoolJob>, LinkError> {
+    pub async fn handle(&mut self, input: Input) -> Result<Option<Update>, LinkError> {
         match input {
             Input::Declarer(Event::Declared { job, token }) => {
                 self.set_custom_job(job, &token).await.map(|()| None)
@@ -495,7 +495,7 @@ impl Mining {
         Ok(())
     }
 
-    async fn on_frame(&mut self, mut f: Frame) -> Result<Option<PoolJob>, LinkError> {
+    async fn on_frame(&mut self, mut f: Frame) -> Result<Option<Update>, LinkError> {
         match f.msg_type {
             mining_sv2::MESSAGE_TYPE_NEW_EXTENDED_MINING_JOB if self.link.declarer.is_none() => {
                 let mut raw = f.clone();
@@ -510,7 +510,9 @@ impl Mining {
                     return Ok(None);
                 }
                 match self.prev {
-                    Some(prev) => self.pool_job(&f, prev, false).map(Some),
+                    Some(prev) => self
+                        .pool_job(&f, prev, false)
+                        .map(|j| Some(Update::PoolJob(Box::new(j)))),
                     None => Ok(None),
                 }
             }
@@ -525,7 +527,9 @@ impl Mining {
                 let job = self.future.remove(&p.job_id);
                 self.future.clear();
                 match job {
-                    Some(frame) => self.pool_job(&frame, prev, true).map(Some),
+                    Some(frame) => self
+                        .pool_job(&frame, prev, true)
+                        .map(|j| Some(Update::PoolJob(Box::new(j)))),
                     None => Ok(None),
                 }
             }
@@ -557,13 +561,24 @@ impl Mining {
             }
             mining_sv2::MESSAGE_TYPE_SET_EXTRANONCE_PREFIX => {
                 let p: SetExtranoncePrefix = decode(&mut f)?;
-                // Every job's coinbase embeds the prefix; rather than re-plan mid-flight, treat
-                // it as a reconnect: the supervisor moves miners on at once.
-                Err(LinkError::Protocol(format!(
-                    "a new extranonce prefix {} for channel {}; reconnecting",
-                    hex::encode(p.extranonce_prefix.as_bytes()),
-                    p.channel_id
-                )))
+                let prefix = p.extranonce_prefix.as_bytes().to_vec();
+                if p.channel_id != self.link.channel.id {
+                    return Ok(None);
+                }
+                if prefix.len() + self.link.channel.extranonce_size > super::MAX_EXTRANONCE {
+                    return Err(LinkError::Protocol(format!(
+                        "an extranonce prefix of {} bytes that leaves no room for ours",
+                        prefix.len()
+                    )));
+                }
+                info!(upstream = %self.link.name, prefix = %hex::encode(&prefix), "pool changed the channel's extranonce prefix; new jobs for every miner");
+                self.link.channel.prefix = prefix;
+                // Every job's coinbase embeds the prefix: the old ones are dead for the pool.
+                for t in &mut self.jobs {
+                    self.link.stats.pool_dropped(t.queued.len() as u64);
+                }
+                self.jobs.clear();
+                Ok(Some(Update::NewPrefix))
             }
             mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_SUCCESS => {
                 let ok: SubmitSharesSuccess = decode(&mut f)?;
@@ -738,6 +753,15 @@ pub struct PoolJob {
     pub template: Template,
     pub coinbase: CoinbaseSplit,
     pub clean: bool,
+}
+
+/// What the supervisor must act on.
+#[derive(Debug)]
+pub enum Update {
+    /// A job of the pool's own, to publish.
+    PoolJob(Box<PoolJob>),
+    /// The channel's extranonce prefix changed: jobs must be rebuilt with it.
+    NewPrefix,
 }
 
 /// Something for the link to handle.

@@ -102,3 +102,74 @@ impl PoolTag {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    fn header() -> bitcoin::block::Header {
+        bitcoin::block::Header {
+            version: bitcoin::block::Version::from_consensus(0x2000_0000),
+            prev_blockhash: BlockHash::all_zeros(),
+            merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+            time: 7,
+            bits: bitcoin::CompactTarget::from_consensus(0x207f_ffff),
+            nonce: 9,
+        }
+    }
+
+    #[test]
+    fn a_forwarded_share_carries_padding_then_both_extranonce_parts() {
+        let stats = Arc::new(Stats::default());
+        let (tx, mut rx) = mpsc::channel(1);
+        let tag = PoolTag {
+            shares: tx,
+            pad: 8,
+            stats: stats.clone(),
+        };
+        let worker: Arc<str> = Arc::from("w");
+        let h = header();
+        tag.forward(
+            JobId::new(3),
+            &[1, 2, 3, 4],
+            &[5, 6, 7, 8],
+            &h,
+            h.block_hash(),
+            1.0,
+            false,
+            &worker,
+        );
+        let s = rx.try_recv().unwrap();
+        assert_eq!(
+            &s.extranonce[..usize::from(s.extranonce_len)],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(
+            (s.job, s.ntime, s.nonce, s.version),
+            (JobId::new(3), 7, 9, 0x2000_0000)
+        );
+        // A full queue never blocks the session: the share is counted as dropped.
+        tag.forward(
+            JobId::new(3),
+            &[1],
+            &[2],
+            &h,
+            h.block_hash(),
+            1.0,
+            false,
+            &worker,
+        );
+        tag.forward(
+            JobId::new(3),
+            &[1],
+            &[2],
+            &h,
+            h.block_hash(),
+            1.0,
+            false,
+            &worker,
+        );
+        assert_eq!(stats.snapshot().pool_dropped, 1);
+    }
+}

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::link::{Exit, LinkError, Mining, PoolLink, SHARE_QUEUE};
+use super::link::{Exit, LinkError, Mining, PoolLink, Update, SHARE_QUEUE};
 use super::{Mode, UpShare};
 use crate::config::{FailoverConfig, UpstreamConfig};
 use crate::job::factory::{JobFactory, Plan};
@@ -195,7 +195,18 @@ impl Supervisor {
                 }
                 input = mining.next() => match input {
                     Ok(i) => match mining.handle(i).await {
-                        Ok(Some(p)) => {
+                        Ok(Some(Update::NewPrefix)) => {
+                            let link = mining.link();
+                            self.factory.set_plan(link.plan(tag.clone()));
+                            if declares {
+                                if let Some(job) = self.publish(true) {
+                                    mining.on_job(job);
+                                }
+                            }
+                            Ok(())
+                        }
+                        Ok(Some(Update::PoolJob(p))) => {
+                            let p = *p;
                             let job = Arc::new(self.factory.make_with(Arc::new(p.template), p.coinbase, p.clean, Some(tag.clone())));
                             self.jobs.send_replace(job.clone());
                             mining.on_pool_job(job, p.pool_job);
