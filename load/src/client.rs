@@ -135,6 +135,8 @@ pub struct Stats {
     pub notifies: AtomicU64,
     pub clean_notifies: AtomicU64,
     pub set_difficulty: AtomicU64,
+    /// The last `mining.set_difficulty` value, as `f64` bits (0: none yet).
+    pub last_difficulty: AtomicU64,
     pub other_messages: AtomicU64,
     /// Lines that are not JSON-RPC, or replies the tool cannot place.
     pub protocol_errors: AtomicU64,
@@ -470,7 +472,10 @@ impl Conn {
                 "mining.set_difficulty" => {
                     stats.set_difficulty.fetch_add(1, Relaxed);
                     match serde_json::from_str::<(f64,)>(params) {
-                        Ok((d,)) if d > 0.0 => self.next_difficulty = d,
+                        Ok((d,)) if d > 0.0 => {
+                            self.next_difficulty = d;
+                            stats.last_difficulty.store(d.to_bits(), Relaxed);
+                        }
                         _ => {
                             stats.protocol_errors.fetch_add(1, Relaxed);
                         }

@@ -15,8 +15,8 @@ use jd_load::histogram::{summarize_ms, Summary};
 use jd_load::node::{self, MineTo, Rpc};
 use jd_load::procfs;
 use jd_load::report::{
-    ConnectReport, MessageReport, Report, ServerReport, SharesReport, TipReport, TipSamples,
-    TipSummary, ToolReport,
+    ConnectReport, MessageReport, PeerReport, Report, ServerReport, SharesReport, TipReport,
+    TipSamples, TipSummary, ToolReport,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,10 @@ struct Args {
     /// The server's PID, to read its RSS and CPU time from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// A process behind the server (e.g. the pool behind a translator): its CPU and memory are
+    /// reported too, and shares per CPU-second also over server and peers together. Repeatable.
+    #[arg(long)]
+    peer_pid: Vec<u32>,
     /// The node's JSON-RPC URL, to mine blocks and time the new tip at every miner.
     #[arg(long)]
     rpc_url: Option<String>,
@@ -220,6 +224,14 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
     });
     let stats = &shared.stats;
     let server_before = args.server_pid.and_then(|p| procfs::memory(Some(p)));
+    let peers_before: Vec<_> = args
+        .peer_pid
+        .iter()
+        .map(|&p| procfs::memory(Some(p)))
+        .collect();
+    if let Some(i) = peers_before.iter().position(Option::is_none) {
+        bail!("no process {} to measure", args.peer_pid[i]);
+    }
     if args.server_pid.is_some() && server_before.is_none() {
         bail!("no process {} to measure", args.server_pid.unwrap_or(0));
     }
@@ -284,12 +296,18 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
     // Let the server's allocations settle before reading its memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let server_connected = args.server_pid.and_then(|p| procfs::memory(Some(p)));
+    let peers_connected: Vec<_> = args
+        .peer_pid
+        .iter()
+        .map(|&p| procfs::memory(Some(p)))
+        .collect();
     let hold_start = Instant::now();
 
     // Shares.
     let mut shares_report = None;
     let before = Counters::take(stats);
     let server_cpu0 = args.server_pid.and_then(|p| procfs::cpu_time(Some(p)));
+    let peer_cpu0 = peers_cpu(&args.peer_pid);
     let tool_cpu0 = procfs::cpu_time(None);
     let phase_start = Instant::now();
     if args.mode == ModeArg::Shares {
@@ -319,6 +337,7 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
                 anchor,
                 args.node_log.as_deref(),
                 args.server_pid,
+                &args.peer_pid,
             )
             .await?;
             progress(
@@ -357,6 +376,7 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
         let after_send = Counters::take(stats);
         let elapsed = phase_start.elapsed();
         let server_cpu1 = args.server_pid.and_then(|p| procfs::cpu_time(Some(p)));
+        let peer_cpu1 = peers_cpu(&args.peer_pid);
         let tool_cpu1 = procfs::cpu_time(None);
         pace_tx.send_replace(Pace::idle());
         // Replies still in flight count for latency, not for the rate.
@@ -368,6 +388,10 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
             _ => None,
         };
         let accepted = after_send.accepted - before.accepted;
+        let peer_cpu = match (peer_cpu0, peer_cpu1) {
+            (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
+            _ => None,
+        };
         shares_report = Some(SharesReport {
             duration_s: secs,
             offered_per_sec: args.share_rate,
@@ -386,6 +410,11 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
             latency: stats.submit_latency.summary(),
             server_cpu_s: server_cpu,
             accepted_per_server_cpu_s: server_cpu.filter(|c| *c > 0.0).map(|c| accepted as f64 / c),
+            peer_cpu_s: peer_cpu,
+            accepted_per_chain_cpu_s: match (server_cpu, peer_cpu) {
+                (Some(s), Some(p)) if s + p > 0.0 => Some(accepted as f64 / (s + p)),
+                _ => None,
+            },
             tool_cpu_s: match (tool_cpu0, tool_cpu1) {
                 (Some(a), Some(b)) => (b - a).as_secs_f64(),
                 _ => 0.0,
@@ -393,6 +422,20 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
         });
     }
     let server_end = args.server_pid.and_then(|p| procfs::memory(Some(p)));
+    let peer_processes = args
+        .peer_pid
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &pid)| {
+            Some(PeerReport {
+                pid,
+                before: peers_before[i]?,
+                connected: peers_connected[i].unwrap_or_default(),
+                end: procfs::memory(Some(pid)).unwrap_or_default(),
+                cpu_s: procfs::cpu_time(Some(pid))?.as_secs_f64(),
+            })
+        })
+        .collect();
     let live_at_end = stats.live.load(Relaxed);
     let tool_memory = procfs::memory(None).unwrap_or_default();
     shutdown.cancel();
@@ -443,10 +486,13 @@ async fn drive(args: Args, nofile: u64) -> anyhow::Result<Report> {
             notifies: stats.notifies.load(Relaxed),
             clean_notifies: stats.clean_notifies.load(Relaxed),
             set_difficulty: stats.set_difficulty.load(Relaxed),
+            last_difficulty: Some(f64::from_bits(stats.last_difficulty.load(Relaxed)))
+                .filter(|d| *d > 0.0),
             other: stats.other_messages.load(Relaxed),
             protocol_errors: stats.protocol_errors.load(Relaxed),
         },
         server_process,
+        peer_processes,
         tool_process: ToolReport {
             memory: tool_memory,
             cpu_s: procfs::cpu_time(None).map_or(0.0, |d| d.as_secs_f64()),
@@ -491,11 +537,13 @@ async fn measure_tip(
     anchor: (Instant, SystemTime),
     node_log: Option<&std::path::Path>,
     server_pid: Option<u32>,
+    peer_pids: &[u32],
 ) -> anyhow::Result<TipReport> {
     let current = rpc.best_block_hash().await?;
     let expected = shared.stats.live.load(Relaxed);
     let waiter = {
         let rpc = rpc.clone();
+        let peer_pids = peer_pids.to_vec();
         tokio::spawn(async move {
             let r = rpc
                 .wait_for_new_block(current, Duration::from_secs(120))
@@ -504,6 +552,7 @@ async fn measure_tip(
             let cpu = (
                 server_pid.and_then(|p| procfs::cpu_time(Some(p))),
                 procfs::cpu_time(None),
+                peers_cpu(&peer_pids),
             );
             (r, Instant::now(), cpu)
         })
@@ -537,14 +586,15 @@ async fn measure_tip(
     let cpu1 = (
         server_pid.and_then(|p| procfs::cpu_time(Some(p))),
         procfs::cpu_time(None),
+        peers_cpu(peer_pids),
     );
     let cpu_ms = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1000.0),
         _ => None,
     };
-    let (server_cpu_ms, tool_cpu_ms) = match cpu0 {
-        Some((s0, t0)) => (cpu_ms(s0, cpu1.0), cpu_ms(t0, cpu1.1)),
-        None => (None, None),
+    let (server_cpu_ms, tool_cpu_ms, peer_cpu_ms) = match cpu0 {
+        Some((s0, t0, p0)) => (cpu_ms(s0, cpu1.0), cpu_ms(t0, cpu1.1), cpu_ms(p0, cpu1.2)),
+        None => (None, None, None),
     };
     let t_log = match node_log {
         Some(path) => {
@@ -580,12 +630,21 @@ async fn measure_tip(
         miners_reached: first_seen.len() as u64,
         not_clean: first_seen.values().filter(|(_, clean)| !clean).count() as u64,
         server_cpu_ms,
+        peer_cpu_ms,
         tool_cpu_ms,
         from_rpc_return: sum(&samples.from_rpc_return),
         from_node_notify: samples.from_node_notify.as_ref().map(sum),
         from_node_log: samples.from_node_log.as_ref().map(sum),
         samples,
     })
+}
+
+/// CPU time of every peer process together; `None` without peers or when one cannot be read.
+fn peers_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| procfs::cpu_time(Some(p))).sum()
 }
 
 fn signed_ms(at: Instant, reference: Instant) -> f64 {

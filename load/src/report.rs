@@ -24,6 +24,8 @@ pub struct Report {
     pub shares: Option<SharesReport>,
     pub messages: MessageReport,
     pub server_process: Option<ServerReport>,
+    /// The processes behind the server (`--peer-pid`, e.g. the pool behind a translator).
+    pub peer_processes: Vec<PeerReport>,
     pub tool_process: ToolReport,
 }
 
@@ -56,6 +58,8 @@ pub struct TipReport {
     /// CPU the server and this tool used from the node telling waiters of the tip until the
     /// last miner had its job (polled every 5 ms, so a few ms of idle time may be in it).
     pub server_cpu_ms: Option<f64>,
+    /// CPU of the `--peer-pid` processes over the same span.
+    pub peer_cpu_ms: Option<f64>,
     pub tool_cpu_ms: Option<f64>,
     /// From the generate RPC returning (may be negative: the node tells waiters first).
     pub from_rpc_return: Summary,
@@ -109,6 +113,10 @@ pub struct SharesReport {
     /// Server CPU seconds over the share phase, and accepted shares per server CPU second.
     pub server_cpu_s: Option<f64>,
     pub accepted_per_server_cpu_s: Option<f64>,
+    /// CPU of the `--peer-pid` processes over the phase.
+    pub peer_cpu_s: Option<f64>,
+    /// Accepted shares per CPU-second of the server and its peers together.
+    pub accepted_per_chain_cpu_s: Option<f64>,
     pub tool_cpu_s: f64,
 }
 
@@ -117,6 +125,8 @@ pub struct MessageReport {
     pub notifies: u64,
     pub clean_notifies: u64,
     pub set_difficulty: u64,
+    /// The last difficulty the server set.
+    pub last_difficulty: Option<f64>,
     pub other: u64,
     pub protocol_errors: u64,
 }
@@ -129,6 +139,16 @@ pub struct ServerReport {
     pub end: Memory,
     /// (RSS with every miner connected - RSS before) / connected miners.
     pub rss_per_connection_bytes: f64,
+}
+
+/// A process behind the server: memory before the miners, with them, at the end; CPU in all.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PeerReport {
+    pub pid: u32,
+    pub before: Memory,
+    pub connected: Memory,
+    pub end: Memory,
+    pub cpu_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -199,8 +219,9 @@ impl fmt::Display for Report {
             if let (Some(s), Some(c)) = (t.server_cpu_ms, t.tool_cpu_ms) {
                 writeln!(
                     f,
-                    "           CPU until the last miner had it: server {s:.1} ms ({:.1} us per miner), tool {c:.1} ms",
-                    s * 1000.0 / t.miners_reached.max(1) as f64
+                    "           CPU until the last miner had it: server {s:.1} ms ({:.1} us per miner), tool {c:.1} ms{}",
+                    s * 1000.0 / t.miners_reached.max(1) as f64,
+                    t.peer_cpu_ms.map_or(String::new(), |p| format!(", peers {p:.1} ms"))
                 )?;
             }
         }
@@ -251,6 +272,12 @@ impl fmt::Display for Report {
                     s.tool_cpu_s
                 )?;
             }
+            if let (Some(cpu), Some(per)) = (s.peer_cpu_s, s.accepted_per_chain_cpu_s) {
+                writeln!(
+                    f,
+                    "           peers CPU {cpu:.2} s: {per:.0} accepted shares per CPU-second of server and peers together"
+                )?;
+            }
             writeln!(
                 f,
                 "           window full {}, block-solving nonces skipped {}, grind failures {}, tool hashes {}",
@@ -260,8 +287,18 @@ impl fmt::Display for Report {
         let m = &self.messages;
         writeln!(
             f,
-            "messages:  {} notify ({} clean), {} set_difficulty, {} other, {} protocol errors",
-            m.notifies, m.clean_notifies, m.set_difficulty, m.other, m.protocol_errors
+            "messages:  {} notify ({} clean), {} set_difficulty (last {}), {} other, {} protocol errors",
+            m.notifies,
+            m.clean_notifies,
+            m.set_difficulty,
+            m.last_difficulty.map_or("-".into(), |d| format!("{d:e}")),
+            m.other,
+            m.protocol_errors
+        )?;
+        writeln!(
+            f,
+            "served:    {} of {} requested miners got subscribed, authorized and a job",
+            self.connect.connected, self.connections_requested
         )?;
         if let Some(s) = &self.server_process {
             writeln!(
@@ -275,6 +312,19 @@ impl fmt::Display for Report {
                 s.end.threads,
                 s.rss_per_connection_bytes,
                 s.rss_per_connection_bytes / 1024.0
+            )?;
+        }
+        for p in &self.peer_processes {
+            writeln!(
+                f,
+                "peer:      pid {} RSS {} KiB before, {} KiB connected, {} KiB at end (HWM {} KiB, {} threads), CPU {:.2} s in all",
+                p.pid,
+                p.before.rss_kib,
+                p.connected.rss_kib,
+                p.end.rss_kib,
+                p.end.hwm_kib,
+                p.end.threads,
+                p.cpu_s
             )?;
         }
         writeln!(
