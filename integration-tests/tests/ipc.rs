@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bitcoin::block::{Header, Version as BlockVersion};
 use bitcoin::{Amount, Block, BlockHash, Network, ScriptBuf, Transaction, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::{init_tracing, solo_config, start_proxy};
+use integration_tests::proxy::{init_tracing, solo_config, start_proxy, with_timeout};
 use integration_tests::wallet::TestWallet;
 use jd_proxy::config::raw::RawTemplateProvider;
 use serde_json::{json, Value};
@@ -29,14 +29,6 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(110);
 /// A new tip must reach us this fast.
 const TIP_DEADLINE: Duration = Duration::from_secs(2);
 const EXTRANONCE: [u8; 8] = [0u8; 8];
-
-async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(
-    f: F,
-) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
-}
 
 fn ipc_config(socket: &Path) -> IpcConfig {
     IpcConfig {
@@ -117,7 +109,7 @@ fn txids(t: &Template) -> Vec<Txid> {
 /// fee update, and a block built from an IPC template accepted by `submitblock`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipc_templates_follow_the_node_and_make_valid_blocks() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::BitcoinNodeIpc).await?;
         let socket = node.ipc_socket().expect("an IPC node has a socket");
@@ -252,7 +244,7 @@ async fn ipc_templates_follow_the_node_and_make_valid_blocks() -> anyhow::Result
 /// published), never mined unfiltered. Templates the policy leaves whole flow as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_that_cannot_be_honoured_is_never_ignored() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::BitcoinNodeIpc).await?;
         let socket = node.ipc_socket().expect("an IPC node has a socket");
@@ -360,7 +352,7 @@ async fn a_missing_socket_is_named() -> anyhow::Result<()> {
 /// back on the same socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_keeps_the_last_template_and_reconnects() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let sockets = tempfile::tempdir()?;
         let socket = sockets.path().join("tp.sock");
@@ -432,7 +424,7 @@ fn miner(
 /// are accepted, with the mempool transaction in one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jd_proxy_mines_through_the_provider_on_ipc() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::BitcoinNodeIpc).await?;
         let mut wallet = TestWallet::new();

@@ -9,7 +9,7 @@ use bitcoin::opcodes::all::OP_RETURN;
 use bitcoin::script::{Builder, PushBytesBuf};
 use bitcoin::{Amount, Block, Network, ScriptBuf, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::init_tracing;
+use integration_tests::proxy::{init_tracing, with_timeout};
 use integration_tests::wallet::TestWallet;
 use serde_json::{json, Value};
 use template_provider::template::merkle;
@@ -24,14 +24,6 @@ use template_provider::{
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const EXTRANONCE: [u8; 8] = [0u8; 8];
-
-async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(
-    f: F,
-) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
-}
 
 /// The whole block for `t`, paying `payout`, with `nonce`.
 fn build_block(t: &Template, payout: &ScriptBuf, nonce: u32) -> anyhow::Result<Vec<u8>> {
@@ -81,7 +73,7 @@ fn txids(t: &Template) -> Vec<Txid> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_templates_are_valid_blocks_for_the_node() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let mut wallet = TestWallet::new();

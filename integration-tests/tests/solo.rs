@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bitcoin::{Amount, BlockHash, Txid};
+use bitcoin::{Amount, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::{init_tracing, solo_config, start_proxy, wait_until};
+use integration_tests::proxy::{
+    blocks_above, init_tracing, solo_config, start_proxy, wait_until, with_timeout,
+};
 use integration_tests::wallet::TestWallet;
 use serde_json::{json, Value};
 use sv1_miner::{Dialect, MinerConfig, MinerEvent, MinerHandle};
@@ -29,30 +31,11 @@ fn miner(
     sv1_miner::spawn(config, shutdown.clone())
 }
 
-/// The blocks above `from` on the node's active chain.
-async fn blocks_above(node: &BitcoinNode, from: u64) -> anyhow::Result<Vec<bitcoin::Block>> {
-    let (tip, _) = node.tip().await?;
-    let mut out = Vec::new();
-    for h in from + 1..=tip {
-        let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
-        out.push(node.block(&hash).await?);
-    }
-    Ok(out)
-}
-
-async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(
-    f: F,
-) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
-}
-
 /// Outcomes 1 and 4: every dialect mines through the proxy; the node accepts the blocks; the
 /// coinbase pays the configured address; version-rolling miners' blocks are among them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dialect_mines_blocks_the_node_accepts() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let mut funder = TestWallet::new();
@@ -140,7 +123,7 @@ async fn every_dialect_mines_blocks_the_node_accepts() -> anyhow::Result<()> {
 /// blocks mined through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mempool_transactions_are_mined() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let mut wallet = TestWallet::new();
@@ -215,7 +198,7 @@ async fn mempool_transactions_are_mined() -> anyhow::Result<()> {
 /// new previous hash, promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_tip_moves_every_miner_to_a_clean_job() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let wallet = TestWallet::new();
@@ -330,7 +313,7 @@ impl RawClient {
 /// get a clear answer or a clean disconnect of that one client, and the others keep mining.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_clients_are_answered_or_cut_off_alone() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let wallet = TestWallet::new();
@@ -424,7 +407,7 @@ async fn misbehaving_clients_are_answered_or_cut_off_alone() -> anyhow::Result<(
 /// A node on another chain is refused at start with a message naming both chains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_network_is_refused_at_start() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let dir = tempfile::tempdir()?;
@@ -446,7 +429,7 @@ async fn wrong_network_is_refused_at_start() -> anyhow::Result<()> {
 /// serve new miners.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_and_timeouts() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let wallet = TestWallet::new();

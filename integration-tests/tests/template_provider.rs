@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::{Amount, BlockHash, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::{init_tracing, solo_config, start_proxy};
+use integration_tests::proxy::{init_tracing, solo_config, start_proxy, with_timeout};
 use integration_tests::wallet::TestWallet;
 use jd_proxy::config::raw::RawTemplateProvider;
 use serde_json::json;
@@ -19,14 +19,6 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
-
-async fn with_timeout<F: std::future::Future<Output = anyhow::Result<()>>>(
-    f: F,
-) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
-}
 
 async fn start_provider(
     node: &BitcoinNode,
@@ -85,7 +77,7 @@ async fn block_at(node: &BitcoinNode, h: u64) -> anyhow::Result<bitcoin::Block> 
 /// other clients drop only those clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let mut wallet = TestWallet::new();
@@ -179,7 +171,7 @@ async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
 /// A proxy that pins another authority key refuses the provider before anything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_authority_key_is_refused() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         node.mine_to(110, TestWallet::new().address()).await?;
@@ -210,7 +202,7 @@ async fn wrong_authority_key_is_refused() -> anyhow::Result<()> {
 /// filtered template was valid).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::Result<()> {
-    with_timeout(async {
+    with_timeout(TEST_TIMEOUT, async {
         init_tracing();
         let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
         let mut wallet = TestWallet::new();

@@ -1,6 +1,9 @@
-//! The local demo: a regtest Bitcoin Core, the `jd-proxy` binary in solo mode, and CPU miners
-//! speaking the dialects of real ASIC firmware. Transactions are put in the node's mempool as
-//! it runs; at the end the demo checks with the node what was mined.
+//! The local demo: the farm's regtest Bitcoin Core, the `jd-proxy` binary, and CPU miners
+//! speaking the dialects of real ASIC firmware, mining for the reference pool (`pool_sv2` with
+//! its Job Declaration Server, on a `bitcoin-node` of its own). Halfway through, the pool is
+//! killed (the ASICs go on mining solo), then started again (mining returns to it). The farm's
+//! node gets low-fee transactions the pool's node refuses; at the end the demo asks the node
+//! what was mined. `--solo` runs without a pool.
 //!
 //! Run it through `scripts/demo.sh`, which builds everything first.
 
@@ -13,6 +16,7 @@ use anyhow::Context;
 use bitcoin::{Amount, BlockHash, Txid};
 use clap::Parser;
 use integration_tests::node::{free_local_port, BitcoinNode, NodeKind};
+use integration_tests::sv2_peers::{PoolSv2, PoolSv2Config, TemplateSource};
 use integration_tests::wallet::TestWallet;
 use serde_json::json;
 use sv1_miner::{Dialect, MinerConfig, MinerEvent};
@@ -37,6 +41,9 @@ struct Args {
     /// Hashes per second per CPU miner.
     #[arg(long, default_value_t = 20_000.0)]
     hashrate: f64,
+    /// Mine solo on the farm's node, without a pool.
+    #[arg(long)]
+    solo: bool,
 }
 
 fn say(msg: impl std::fmt::Display) {
@@ -52,16 +59,66 @@ async fn main() -> anyhow::Result<()> {
         args.jd_proxy.display()
     );
 
-    say("starting a regtest Bitcoin Core node");
+    say("starting the farm's regtest Bitcoin Core node");
     let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
     let mut wallet = TestWallet::new();
-    wallet.fund(&node, 110).await?;
     let payout = TestWallet::new();
+    let mut pool = None;
+    let mut pool_node = None;
+    if args.solo {
+        wallet.fund(&node, 110).await?;
+    } else {
+        say("starting the pool's node (bitcoin-node with IPC; it refuses transactions under 5 sat/vB)");
+        let pn =
+            BitcoinNode::start_with_args(NodeKind::BitcoinNodeIpc, &["-minrelaytxfee=0.00005"])
+                .await?;
+        node.rpc(
+            "addnode",
+            json!([format!("127.0.0.1:{}", pn.p2p_port()), "onetry"]),
+        )
+        .await?;
+        wallet.fund(&pn, 110).await?;
+        node.wait_for_height(110, Duration::from_secs(30)).await?;
+        let pool_payout = TestWallet::new();
+        say("starting the reference pool pool_sv2 0.7.0 with its Job Declaration Server");
+        let p = PoolSv2::start(PoolSv2Config::new(
+            TemplateSource::ipc(&pn),
+            pool_payout.address(),
+        ))
+        .await?;
+        say(format_args!(
+            "pool ready: mining {}, JDS {}, pays {}",
+            p.listen_addr(),
+            p.jds_addr().map(|a| a.to_string()).unwrap_or_default(),
+            pool_payout.address()
+        ));
+        pool = Some(p);
+        pool_node = Some(pn);
+    }
+    let pool_script = pool.as_ref().map(|p| p.coinbase_script().clone());
     let (start, _) = node.tip().await?;
     say(format_args!(
-        "node ready at height {start}; block rewards go to {}",
+        "farm node ready at height {start}; solo block rewards go to {}",
         payout.address()
     ));
+    let upstream = match &pool {
+        None => String::new(),
+        Some(p) => format!(
+            r#"[[upstream]]
+name = "reference-pool"
+pool_address = "{}"
+pool_authority_public_key = "{}"
+jds_address = "{}"
+user_identity = "demo-farm"
+[failover]
+retry_preferred_secs = 3
+hashrate_report_secs = 10
+"#,
+            p.listen_addr(),
+            p.authority_public_key(),
+            p.jds_addr().map(|a| a.to_string()).unwrap_or_default()
+        ),
+    };
 
     let port = free_local_port()?;
     let config_path = node.datadir().join("jd-proxy.toml");
@@ -86,7 +143,7 @@ target_share_secs = 3
 retarget_secs = 15
 [solo]
 blocks_dir = "{blocks}"
-"#,
+{upstream}"#,
             rpc = node.rpc_url(),
             cookie = node.cookie_file().display(),
             payout = payout.address(),
@@ -150,15 +207,35 @@ blocks_dir = "{blocks}"
     }
 
     let mut sent: HashSet<Txid> = HashSet::new();
-    let end = Instant::now() + Duration::from_secs(args.seconds);
+    let begin = Instant::now();
+    let end = begin + Duration::from_secs(args.seconds);
+    let kill_at = begin + Duration::from_secs(args.seconds / 2);
+    let restart_at = begin + Duration::from_secs(args.seconds * 3 / 4);
+    let mut stopped_pool = None;
     let mut next_tx = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     while Instant::now() < end {
+        if Instant::now() >= kill_at {
+            if let Some(p) = pool.take() {
+                say("KILLING THE POOL: the ASICs stay connected and go on mining solo");
+                stopped_pool = Some((p.config().clone(), p.listen_addr(), p.jds_addr()));
+                drop(p);
+            }
+        }
+        if Instant::now() >= restart_at {
+            if let Some((config, listen, jds)) = stopped_pool.take() {
+                say("STARTING THE POOL AGAIN: mining returns to it");
+                pool = Some(PoolSv2::start_on(config, listen, jds).await?);
+            }
+        }
         if Instant::now() >= next_tx {
-            match wallet.send_self(&node, Amount::from_sat(3_000)).await {
+            // About 2 sat/vB: the farm's node takes it, the pool's node refuses it.
+            match wallet.send_self(&node, Amount::from_sat(250)).await {
                 Ok(txid) => {
-                    say(format_args!("put transaction {txid} in the node's mempool"));
+                    say(format_args!(
+                        "put low-fee transaction {txid} in the farm node's mempool"
+                    ));
                     sent.insert(txid);
                 }
                 Err(e) => say(format_args!("could not send a transaction: {e:#}")),
@@ -184,11 +261,15 @@ blocks_dir = "{blocks}"
     let (tip, _) = node.tip().await?;
     let mut mined_txs = 0;
     let mut paid = 0;
+    let mut for_pool = 0;
     for h in start + 1..=tip {
         let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
         let block = node.block(&hash).await?;
-        if block.txdata[0].output[0].script_pubkey == *payout.script_pubkey() {
+        let first = &block.txdata[0].output[0].script_pubkey;
+        if first == payout.script_pubkey() {
             paid += 1;
+        } else if Some(first) == pool_script.as_ref() {
+            for_pool += 1;
         }
         mined_txs += block
             .txdata
@@ -198,14 +279,24 @@ blocks_dir = "{blocks}"
     }
     let blocks = tip - start;
     say(format_args!(
-        "the node accepted {blocks} blocks mined through jd-proxy ({paid} paying {}); {mined_txs} of the {} demo transactions are in them; blocks were also written to {}",
+        "the node accepted {blocks} blocks mined through jd-proxy: {for_pool} for the pool, {paid} solo (paying {}); {mined_txs} of the {} demo transactions are in them; blocks were also written to {}",
         payout.address(),
         sent.len(),
         blocks_dir.display()
     ));
+    if let Some(pn) = &pool_node {
+        let (pool_tip, _) = pn.tip().await?;
+        say(format_args!(
+            "the pool's node is at height {pool_tip} (the farm's at {tip})"
+        ));
+    }
     anyhow::ensure!(
-        blocks > 0 && paid == blocks,
-        "the demo mined no blocks, or some do not pay the payout address"
+        blocks > 0 && paid + for_pool == blocks,
+        "the demo mined no blocks, or some pay neither the pool nor the farm"
+    );
+    anyhow::ensure!(
+        args.solo || (for_pool > 0 && paid > 0),
+        "expected blocks for the pool and, while it was down, solo blocks"
     );
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::job::{Job, JobId};
 const STALE_TIP: &str = "stale-chain-tip";
 /// How often, and how far apart, a declaration refused for a tip the JDS has not seen yet is
 /// tried again before the pool is given up.
-const STALE_RETRIES: u32 = 10;
+const STALE_RETRIES: u32 = 16;
 const STALE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// What the declarer reports.

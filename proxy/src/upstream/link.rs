@@ -543,8 +543,9 @@ impl Mining {
                 info!(upstream = %self.link.name, job = %id, pool_job = ok.job_id, height = t.job.template.height, txs = t.job.template.txs.len(), "pool accepted the declared job");
                 let queued = std::mem::take(&mut t.queued);
                 for s in queued {
-                    self.submit(ok.job_id, s).await?;
+                    self.submit(ok.job_id, s)?;
                 }
+                self.flush().await?;
                 Ok(None)
             }
             mining_sv2::MESSAGE_TYPE_SET_CUSTOM_MINING_JOB_ERROR => {
@@ -617,7 +618,7 @@ impl Mining {
     ///
     /// # Errors
     /// A lost connection.
-    pub async fn on_share(&mut self, share: UpShare) -> Result<(), LinkError> {
+    pub fn on_share(&mut self, share: UpShare) -> Result<(), LinkError> {
         self.work_since_report += share.difficulty;
         if share.is_block {
             let t = self.jobs.iter().find(|t| t.job.id == share.job);
@@ -645,7 +646,7 @@ impl Mining {
             return Ok(());
         };
         match t.state {
-            JobState::Active(pool_job) => self.submit(pool_job, share).await,
+            JobState::Active(pool_job) => self.submit(pool_job, share),
             _ if t.queued.len() < MAX_QUEUED_PER_JOB => {
                 t.queued.push(share);
                 Ok(())
@@ -657,7 +658,7 @@ impl Mining {
         }
     }
 
-    async fn submit(&mut self, pool_job: u32, s: UpShare) -> Result<(), LinkError> {
+    fn submit(&mut self, pool_job: u32, s: UpShare) -> Result<(), LinkError> {
         self.sequence = self.sequence.wrapping_add(1);
         let msg = SubmitSharesExtended {
             channel_id: self.link.channel.id,
@@ -669,11 +670,12 @@ impl Mining {
             extranonce: B032::try_from(&s.extranonce[..usize::from(s.extranonce_len)])
                 .map_err(|_| LinkError::Protocol("extranonce above 32 bytes".into()))?,
         };
-        self.link
-            .mining
-            .writer
-            .send(msg, mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_EXTENDED, true)
-            .await?;
+        // Queued: the caller flushes once per burst of shares.
+        self.link.mining.writer.queue(
+            msg,
+            mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_EXTENDED,
+            true,
+        )?;
         self.link.stats.pool_submitted();
         if s.is_block {
             info!(upstream = %self.link.name, hash = %s.hash, worker = %s.worker, "block share sent to the pool");
@@ -686,6 +688,14 @@ impl Mining {
             }
         }
         Ok(())
+    }
+
+    /// Writes the shares queued since the last flush.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        self.link.mining.writer.flush().await.map_err(Into::into)
     }
 
     /// Once a second: a custom job the pool never answered ends the link.

@@ -217,7 +217,20 @@ impl Supervisor {
                     },
                     Err(e) => Err(e),
                 },
-                Some(share) = shares.recv() => mining.on_share(share).await,
+                Some(share) = shares.recv() => {
+                    // Take the whole burst, then write it in one go.
+                    let mut r = mining.on_share(share);
+                    while r.is_ok() {
+                        match shares.try_recv() {
+                            Ok(s) => r = mining.on_share(s),
+                            Err(_) => break,
+                        }
+                    }
+                    match r {
+                        Ok(()) => mining.flush().await,
+                        Err(e) => Err(e),
+                    }
+                }
                 _ = second.tick() => mining.check_timeouts(),
                 _ = report.tick() => match mining.report().await {
                     Ok(h) => { self.hashrate = h; Ok(()) }

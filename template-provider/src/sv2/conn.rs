@@ -97,6 +97,8 @@ pub struct NoiseWriter {
     stream: OwnedWriteHalf,
     encoder: NoiseEncoder,
     state: TransportEncryptState,
+    /// Encrypted frames queued by [`queue`](Self::queue), written by [`flush`](Self::flush).
+    pending: Vec<u8>,
 }
 
 impl std::fmt::Debug for NoiseWriter {
@@ -106,11 +108,12 @@ impl std::fmt::Debug for NoiseWriter {
 }
 
 impl NoiseWriter {
-    /// Encrypts and sends one message.
+    /// Encrypts one message into the queue; nothing is written until [`flush`](Self::flush)
+    /// (or the next [`send`](Self::send)), so a burst of messages costs one write.
     ///
     /// # Errors
-    /// A message that cannot be framed, or the I/O error.
-    pub async fn send<T: Serialize + GetSize>(
+    /// A message that cannot be framed or encrypted.
+    pub fn queue<T: Serialize + GetSize>(
         &mut self,
         message: T,
         msg_type: u8,
@@ -122,8 +125,38 @@ impl NoiseWriter {
             .encoder
             .encode_transport(frame, &mut self.state)
             .map_err(codec)?;
-        self.stream.write_all(bytes.as_ref()).await?;
+        self.pending.extend_from_slice(bytes.as_ref());
         Ok(())
+    }
+
+    /// Writes every queued message.
+    ///
+    /// # Errors
+    /// The I/O error.
+    pub async fn flush(&mut self) -> Result<(), Sv2Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.pending).await;
+        self.pending.clear();
+        if self.pending.capacity() > 1 << 20 {
+            self.pending = Vec::new();
+        }
+        result.map_err(Into::into)
+    }
+
+    /// Encrypts and sends one message (after anything queued).
+    ///
+    /// # Errors
+    /// A message that cannot be framed, or the I/O error.
+    pub async fn send<T: Serialize + GetSize>(
+        &mut self,
+        message: T,
+        msg_type: u8,
+        channel_msg: bool,
+    ) -> Result<(), Sv2Error> {
+        self.queue(message, msg_type, channel_msg)?;
+        self.flush().await
     }
 }
 
@@ -182,6 +215,7 @@ pub async fn accept(
                 stream: w,
                 encoder,
                 state: enc,
+                pending: Vec::new(),
             },
         ))
     })
@@ -241,6 +275,7 @@ pub async fn connect(
                 stream: w,
                 encoder,
                 state: enc,
+                pending: Vec::new(),
             },
         ))
     })
