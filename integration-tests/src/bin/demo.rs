@@ -212,11 +212,12 @@ blocks_dir = "{blocks}"
     let kill_at = begin + Duration::from_secs(args.seconds / 2);
     let restart_at = begin + Duration::from_secs(args.seconds * 3 / 4);
     let mut stopped_pool = None;
+    let mut restarted = false;
     let mut next_tx = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     while Instant::now() < end {
-        if Instant::now() >= kill_at {
+        if stopped_pool.is_none() && !restarted && Instant::now() >= kill_at {
             if let Some(p) = pool.take() {
                 say("KILLING THE POOL: the ASICs stay connected and go on mining solo");
                 stopped_pool = Some((p.config().clone(), p.listen_addr(), p.jds_addr()));
@@ -225,6 +226,7 @@ blocks_dir = "{blocks}"
         }
         if Instant::now() >= restart_at {
             if let Some((config, listen, jds)) = stopped_pool.take() {
+                restarted = true;
                 say("STARTING THE POOL AGAIN: mining returns to it");
                 pool = Some(PoolSv2::start_on(config, listen, jds).await?);
             }
