@@ -56,6 +56,14 @@ pub struct PoolTag {
 }
 
 impl PoolTag {
+    /// A tag on a fresh queue of `capacity`, for benchmarks of the hand-over.
+    #[doc(hidden)]
+    pub fn for_bench(pad: u8, capacity: usize) -> (PoolTag, mpsc::Receiver<UpShare>) {
+        let (shares, rx) = mpsc::channel(capacity);
+        let stats = Arc::new(Stats::default());
+        (PoolTag { shares, pad, stats }, rx)
+    }
+
     /// Hands a share to the link without waiting; a full queue or a link that is gone
     /// counts the share as dropped (the miner already has its answer).
     #[allow(clippy::too_many_arguments)]
