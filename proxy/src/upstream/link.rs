@@ -741,6 +741,16 @@ impl Mining {
             .writer
             .send(msg, mining_sv2::MESSAGE_TYPE_UPDATE_CHANNEL, true)
             .await?;
+        let s = self.link.stats.snapshot();
+        info!(
+            upstream = %self.link.name,
+            hashrate,
+            submitted = s.pool_submitted,
+            accepted = s.pool_accepted,
+            rejected = s.pool_rejected,
+            dropped = s.pool_dropped,
+            "pool status"
+        );
         for (worker, accepted, rejected) in self.link.stats.pool_workers() {
             debug!(upstream = %self.link.name, %worker, accepted, rejected, "pool's verdict on shares");
         }

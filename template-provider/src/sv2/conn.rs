@@ -234,6 +234,22 @@ pub async fn connect(
     authority: AuthorityPublicKey,
     timeout: Duration,
 ) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    connect_at(stream, authority, timeout, now).await
+}
+
+/// [`connect`] with the certificate's validity window checked at `now` (Unix seconds).
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_at(
+    stream: TcpStream,
+    authority: AuthorityPublicKey,
+    timeout: Duration,
+    now: u32,
+) -> Result<(NoiseReader, NoiseWriter), Sv2Error> {
     let initiator = Initiator::from_raw_k(authority.to_bytes())
         .map_err(|e| Sv2Error::Handshake(format!("{e:?}")))?;
     tokio::time::timeout(timeout, async move {
@@ -259,9 +275,9 @@ pub async fn connect(
             .payload()
             .try_into()
             .map_err(|_| Sv2Error::Handshake("short handshake reply".into()))?;
-        let transport = sent.step_2(reply).map_err(|e| {
+        let transport = sent.step_2_with_now(reply, now).map_err(|e| {
             Sv2Error::Handshake(format!(
-                "the responder's certificate is not valid for the pinned authority key: {e}"
+                "the responder's certificate is not valid for the pinned authority key (not signed by it, or outside its validity window): {e}"
             ))
         })?;
         let (enc, dec) = transport.split();
@@ -340,6 +356,51 @@ mod tests {
         let mut seen = server.await.unwrap();
         let got: SetupConnectionSuccess = binary_sv2::from_bytes(&mut seen.payload).unwrap();
         assert_eq!(got.flags, 3);
+    }
+
+    #[tokio::test]
+    async fn an_expired_or_future_certificate_is_refused() {
+        let keys = AuthorityKeypair::generate();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_keys = keys.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                let (s, _) = listener.accept().await.unwrap();
+                // A certificate valid for one minute from now.
+                let _ = accept(
+                    s,
+                    &server_keys,
+                    Duration::from_secs(60),
+                    Duration::from_secs(5),
+                )
+                .await;
+            }
+        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        for (when, ok) in [(now + 3600, false), (now - 3600, false), (now, true)] {
+            let r = connect_at(
+                TcpStream::connect(addr).await.unwrap(),
+                keys.public(),
+                Duration::from_secs(5),
+                when,
+            )
+            .await;
+            match r {
+                Ok(_) => assert!(
+                    ok,
+                    "a certificate checked {}s off its window was accepted",
+                    when.abs_diff(now)
+                ),
+                Err(e) => {
+                    assert!(!ok, "{e}");
+                    assert!(e.to_string().contains("validity window"), "{e}");
+                }
+            }
+        }
     }
 
     #[tokio::test]

@@ -7,5 +7,5 @@ pub mod client;
 pub mod conn;
 pub mod keys;
 
-pub use self::conn::{accept, connect, Frame, NoiseReader, NoiseWriter, Sv2Error};
+pub use self::conn::{accept, connect, connect_at, Frame, NoiseReader, NoiseWriter, Sv2Error};
 pub use self::keys::{AuthorityKeypair, AuthorityPublicKey, KeyError};
