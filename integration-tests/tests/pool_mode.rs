@@ -334,10 +334,13 @@ async fn a_refused_declaration_falls_back_to_solo() -> anyhow::Result<()> {
     init_tracing();
     with_timeout(TEST_TIMEOUT, async {
         let f = farm().await?;
-        let proxy = start_proxy(f.proxy_config(f.pool().authority_public_key())).await?;
+        let mut raw = f.proxy_config(f.pool().authority_public_key());
+        // A pool that keeps refusing is retried after 5, 10, then every 20 s.
+        raw.failover.retry_preferred_secs = Some(5);
+        let proxy = start_proxy(raw).await?;
         wait_mode(&proxy, is_pool, Duration::from_secs(20)).await?;
         let stop = CancellationToken::new();
-        let _miners = f.miners(&proxy, &[Dialect::Nerdminer], &stop);
+        let _miners = f.miners(&proxy, &[Dialect::Nerdminer, Dialect::Bitaxe], &stop);
 
         f.node.rpc("setnetworkactive", json!([false])).await?;
         let (h, _) = f.node.tip().await?;
@@ -356,7 +359,7 @@ async fn a_refused_declaration_falls_back_to_solo() -> anyhow::Result<()> {
         f.pool_node
             .wait_for_height(tip, Duration::from_secs(20))
             .await?;
-        wait_mode(&proxy, is_pool, Duration::from_secs(40)).await?;
+        wait_mode(&proxy, is_pool, Duration::from_secs(45)).await?;
         stop.cancel();
         proxy.shutdown().await;
         Ok(())
@@ -505,9 +508,15 @@ async fn coinbase_only_is_refused_by_the_reference_jds_and_the_farm_keeps_mining
         let f = farm().await?;
         let jds = f.pool().jds_addr().expect("jds on").to_string();
         let key = f.pool().authority_public_key().parse()?;
-        let err = job_declarator::JdClient::connect(&jds, key, false, Duration::from_secs(5))
-            .await
-            .expect_err("the reference JDS wants DECLARE_TX_DATA");
+        let err = job_declarator::JdClient::connect(
+            &jds,
+            key,
+            false,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("the reference JDS wants DECLARE_TX_DATA");
         assert!(
             err.to_string().contains("missing-declare-tx-data-flag"),
             "{err}"

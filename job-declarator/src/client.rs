@@ -117,7 +117,8 @@ fn decode<'a, T: binary_sv2::Deserialize<'a>>(
 }
 
 impl JdClient {
-    /// Connects (pinning `authority`) and sets up declaration: full-template mode when
+    /// Connects (pinning `authority`; `connect_timeout` for TCP, handshake and setup, `timeout`
+    /// for every answer after that) and sets up declaration: full-template mode when
     /// `declare_tx_data`, coinbase-only mode otherwise (tokens only; the pool never sees the
     /// transactions).
     ///
@@ -128,6 +129,7 @@ impl JdClient {
         address: &str,
         authority: AuthorityPublicKey,
         declare_tx_data: bool,
+        connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<JdClient, JdError> {
         let client = open(
@@ -136,7 +138,7 @@ impl JdClient {
             Protocol::JobDeclarationProtocol,
             VERSION,
             if declare_tx_data { DECLARE_TX_DATA } else { 0 },
-            timeout,
+            connect_timeout,
         )
         .await
         .map_err(|source| JdError::Open {

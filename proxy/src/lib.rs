@@ -147,6 +147,7 @@ impl Proxy {
                 mode: mode_tx,
                 stats: stats.clone(),
                 hashrate: 0.0,
+                backoff: vec![(0, None); config.upstreams.len()],
             };
             tracker.spawn(supervisor.run(shutdown.clone()));
         }

@@ -19,6 +19,9 @@ const REASONS: [Reject; 10] = [
     Reject::Unauthorized,
 ];
 
+/// Workers whose pool verdicts are counted one by one.
+const MAX_POOL_WORKERS: usize = 100_000;
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -106,7 +109,13 @@ impl Stats {
     /// The pool's verdict on shares of `worker`.
     pub fn pool_verdict(&self, worker: &Arc<str>, accepted: u64, rejected: u64) {
         let mut map = self.pool_workers.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.entry(worker.clone()).or_default();
+        // Worker names come from the miners: past a bound, new names share one entry.
+        let key = if map.len() >= MAX_POOL_WORKERS && !map.contains_key(worker) {
+            Arc::from("(other workers)")
+        } else {
+            worker.clone()
+        };
+        let e = map.entry(key).or_default();
         e.0 += accepted;
         e.1 += rejected;
     }

@@ -66,8 +66,9 @@ pub async fn run_submitter(
 ) {
     while let Some(b) = blocks.recv().await {
         if b.template.kind == template_provider::TemplateKind::Pool {
-            // Only the pool holds this block's transactions; it got the share and propagates.
-            tracing::info!(hash = %b.hash, "block on the pool's own job: the pool propagates it");
+            // Only the pool holds this block's transactions: the share went to the pool link,
+            // which logs whether it was sent.
+            tracing::info!(hash = %b.hash, "block on the pool's own job: handed to the pool link, the pool propagates it");
             continue;
         }
         match &route {

@@ -21,7 +21,7 @@ use template_provider::sv2::client::{open, Client, OpenError};
 use template_provider::sv2::{Frame, Sv2Error};
 use template_provider::{CoinbaseSplit, Template, TemplateId, TemplateKind};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::declarer::{Declarer, Event};
 use super::{PoolTag, UpShare};
@@ -66,6 +66,8 @@ pub enum LinkError {
     Protocol(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The extended channel the farm mines on.
@@ -97,7 +99,11 @@ pub struct PoolLink {
 #[derive(Debug)]
 pub enum Exit {
     Shutdown,
-    Failed(LinkError),
+    /// The link failed; `worked` when the pool had taken at least one job first.
+    Failed {
+        error: LinkError,
+        worked: bool,
+    },
     /// A more preferred pool answered; mine there.
     Preempted(Box<PoolLink>),
 }
@@ -212,13 +218,19 @@ impl PoolLink {
             });
         };
         let full = *mode == DeclarationMode::FullTemplate;
-        let mut jd =
-            JdClient::connect(&jds.address, jds.authority, full, config.connect_timeout).await?;
+        let mut jd = JdClient::connect(
+            &jds.address,
+            jds.authority,
+            full,
+            config.connect_timeout,
+            config.response_timeout,
+        )
+        .await?;
         let first = jd.allocate(&up.user_identity).await?;
         if first.coinbase_outputs.is_empty() {
-            return Err(LinkError::Protocol(
+            return Err(LinkError::Jds(JdError::Protocol(
                 "a token without coinbase outputs".into(),
-            ));
+            )));
         }
         info!(
             upstream = %up.name,
@@ -264,10 +276,16 @@ impl PoolLink {
         fixed
     }
 
-    /// What jobs of this link carry: the way for their shares to reach it.
-    pub fn tag(&self, shares: mpsc::Sender<UpShare>) -> PoolTag {
+    /// What jobs of this link carry: the way for their shares (and, never dropped, their
+    /// blocks) to reach it.
+    pub fn tag(
+        &self,
+        shares: mpsc::Sender<UpShare>,
+        blocks: mpsc::UnboundedSender<UpShare>,
+    ) -> PoolTag {
         PoolTag {
             shares,
+            blocks,
             pad: (self.channel.extranonce_size - self.layout.total_len()) as u8,
             stats: self.stats.clone(),
         }
@@ -298,12 +316,15 @@ async fn recv(
 /// Where a job stands with the pool.
 #[derive(Debug)]
 enum JobState {
-    /// Sent to miners; its declaration is in flight (or it was superseded before its turn).
+    /// Sent to miners; its declaration is in flight or waits its turn.
     Declaring,
+    /// A later job was declared first: this one never will be, its shares cannot be sent.
+    Skipped,
     /// Declared; `SetCustomMiningJob` sent at `since`.
     Setting { since: Instant },
-    /// The pool's job id for it.
-    Active(u32),
+    /// The pool's job id for it, and the target the pool checks its shares against (the
+    /// channel's target when the job was set: a later `SetTarget` does not change it).
+    Active(u32, Target),
 }
 
 #[derive(Debug)]
@@ -321,8 +342,10 @@ pub struct Mining {
     future: HashMap<u32, Frame>,
     prev: Option<PrevHash>,
     sequence: u32,
-    in_flight: HashMap<u32, Arc<str>>,
-    in_flight_order: VecDeque<u32>,
+    /// The pool took a job (a custom job set, or a job of its own received).
+    worked: bool,
+    /// Submitted shares, oldest first, until the pool's verdict (sequence numbers rise by one).
+    in_flight: VecDeque<(u32, Arc<str>)>,
     work_since_report: f64,
     last_report: Instant,
 }
@@ -335,11 +358,16 @@ impl Mining {
             future: HashMap::new(),
             prev: None,
             sequence: 0,
-            in_flight: HashMap::new(),
-            in_flight_order: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            worked: false,
             work_since_report: 0.0,
             last_report: Instant::now(),
         }
+    }
+
+    /// Whether the pool took at least one job on this link.
+    pub fn worked(&self) -> bool {
+        self.worked
     }
 
     pub fn link(&self) -> &PoolLink {
@@ -373,7 +401,9 @@ impl Mining {
 
     /// A job of the pool's own went to the miners.
     pub fn on_pool_job(&mut self, job: Arc<Job>, pool_job: u32) {
-        self.track(job, JobState::Active(pool_job));
+        let target = self.link.channel.target;
+        self.worked = true;
+        self.track(job, JobState::Active(pool_job, target));
     }
 
     /// Builds the job for a pool job now that its previous hash is known.
@@ -427,7 +457,7 @@ impl Mining {
             },
             e = async { declarer.expect("guarded").events.recv().await }, if declarer.is_some() => match e {
                 Some(e) => Ok(Input::Declarer(e)),
-                None => Err(LinkError::Protocol("declarer stopped".into())),
+                None => Err(LinkError::Internal("the declarer task stopped".into())),
             },
         }
     }
@@ -456,10 +486,19 @@ impl Mining {
         id: JobId,
         token: &job_declarator::Token,
     ) -> Result<(), LinkError> {
-        let Some(t) = self.jobs.iter_mut().find(|t| t.job.id == id) else {
+        let Some(pos) = self.jobs.iter().position(|t| t.job.id == id) else {
             debug!(job = %id, "declared job already forgotten");
             return Ok(());
         };
+        // The declarer takes the newest job: older ones still waiting never get their turn.
+        for older in self.jobs.iter_mut().take(pos) {
+            if matches!(older.state, JobState::Declaring) {
+                older.state = JobState::Skipped;
+                self.link.stats.pool_dropped(older.queued.len() as u64);
+                older.queued = Vec::new();
+            }
+        }
+        let t = &mut self.jobs[pos];
         let job = &t.job;
         let tpl = &job.template;
         let prev = tpl.prev_hash.to_byte_array();
@@ -472,7 +511,9 @@ impl Mining {
             token: B0255::try_from(token.as_bytes()).map_err(|_| too_big("token"))?,
             version: tpl.version as u32,
             prev_hash: U256::from(&prev),
-            min_ntime: tpl.cur_time,
+            // The session accepts ntime from the template's minimum; so must the pool (it allows
+            // two hours above this, so stay within an hour of the job's own time).
+            min_ntime: tpl.min_time.max(tpl.cur_time.saturating_sub(3600)),
             nbits: tpl.bits.to_consensus(),
             coinbase_tx_version: job.coinbase.tx_version(),
             coinbase_prefix: B0255::try_from(job.coinbase.script_sig_prefix())
@@ -539,18 +580,28 @@ impl Mining {
                 let Some(t) = self.jobs.iter_mut().find(|t| t.job.id == id) else {
                     return Ok(None);
                 };
-                t.state = JobState::Active(ok.job_id);
+                let target = self.link.channel.target;
+                t.state = JobState::Active(ok.job_id, target);
+                self.worked = true;
                 info!(upstream = %self.link.name, job = %id, pool_job = ok.job_id, height = t.job.template.height, txs = t.job.template.txs.len(), "pool accepted the declared job");
                 let queued = std::mem::take(&mut t.queued);
                 for s in queued {
-                    self.submit(ok.job_id, s)?;
+                    if s.is_block || target.is_met_by(s.hash) {
+                        self.submit(ok.job_id, s)?;
+                    }
                 }
                 self.flush().await?;
                 Ok(None)
             }
             mining_sv2::MESSAGE_TYPE_SET_CUSTOM_MINING_JOB_ERROR => {
                 let err: SetCustomMiningJobError = decode(&mut f)?;
-                Err(LinkError::CustomJob(err.error_code.as_utf8_or_hex()))
+                let code = err.error_code.as_utf8_or_hex();
+                let hint = if code.contains("token") {
+                    " (the declared token expired: SetCustomMiningJob must follow the declaration within seconds)"
+                } else {
+                    ""
+                };
+                Err(LinkError::CustomJob(format!("{code}{hint}")))
             }
             mining_sv2::MESSAGE_TYPE_SET_TARGET => {
                 let t: SetTarget = decode(&mut f)?;
@@ -585,9 +636,14 @@ impl Mining {
                 let ok: SubmitSharesSuccess = decode(&mut f)?;
                 let n = u64::from(ok.new_submits_accepted_count);
                 self.link.stats.pool_accepted(n);
-                // A batched acknowledgement is credited to the worker of its last share.
-                if let Some(w) = self.in_flight.remove(&ok.last_sequence_number) {
-                    self.link.stats.pool_verdict(&w, n, 0);
+                // One acknowledgement covers every share up to its sequence number that was
+                // not refused on its own.
+                while let Some((seq, _)) = self.in_flight.front() {
+                    if seq.wrapping_sub(ok.last_sequence_number) as i32 > 0 {
+                        break;
+                    }
+                    let (_, w) = self.in_flight.pop_front().expect("front exists");
+                    self.link.stats.pool_verdict(&w, 1, 0);
                 }
                 debug!(upstream = %self.link.name, accepted = ok.new_submits_accepted_count, last = ok.last_sequence_number, "pool acknowledged shares");
                 Ok(None)
@@ -595,7 +651,12 @@ impl Mining {
             mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_ERROR => {
                 let err: SubmitSharesError = decode(&mut f)?;
                 self.link.stats.pool_rejected();
-                let worker = self.in_flight.remove(&err.sequence_number);
+                let worker = self
+                    .in_flight
+                    .iter()
+                    .position(|(seq, _)| *seq == err.sequence_number)
+                    .and_then(|i| self.in_flight.remove(i))
+                    .map(|(_, w)| w);
                 if let Some(w) = &worker {
                     self.link.stats.pool_verdict(w, 0, 1);
                 }
@@ -638,20 +699,31 @@ impl Mining {
                 }
             }
         }
-        if !self.link.channel.target.is_met_by(share.hash) {
-            return Ok(());
-        }
         let Some(t) = self.jobs.iter_mut().find(|t| t.job.id == share.job) else {
+            if share.is_block {
+                error!(upstream = %self.link.name, hash = %share.hash, job = %share.job, "block share on a job this pool no longer knows: not sent to the pool");
+            }
             self.link.stats.pool_dropped(1);
             return Ok(());
         };
         match t.state {
-            JobState::Active(pool_job) => self.submit(pool_job, share),
-            _ if t.queued.len() < MAX_QUEUED_PER_JOB => {
+            // A block always goes: the pool credits it whatever the channel's target.
+            JobState::Active(pool_job, target)
+                if share.is_block || target.is_met_by(share.hash) =>
+            {
+                self.submit(pool_job, share)
+            }
+            JobState::Active(..) => Ok(()),
+            JobState::Declaring | JobState::Setting { .. }
+                if share.is_block || t.queued.len() < MAX_QUEUED_PER_JOB =>
+            {
                 t.queued.push(share);
                 Ok(())
             }
             _ => {
+                if share.is_block {
+                    error!(upstream = %self.link.name, hash = %share.hash, job = %share.job, "block share on a job the pool never took: not sent to the pool");
+                }
                 self.link.stats.pool_dropped(1);
                 Ok(())
             }
@@ -668,7 +740,7 @@ impl Mining {
             ntime: s.ntime,
             version: s.version,
             extranonce: B032::try_from(&s.extranonce[..usize::from(s.extranonce_len)])
-                .map_err(|_| LinkError::Protocol("extranonce above 32 bytes".into()))?,
+                .map_err(|_| LinkError::Internal("a share's extranonce above 32 bytes".into()))?,
         };
         // Queued: the caller flushes once per burst of shares.
         self.link.mining.writer.queue(
@@ -680,12 +752,9 @@ impl Mining {
         if s.is_block {
             info!(upstream = %self.link.name, hash = %s.hash, worker = %s.worker, "block share sent to the pool");
         }
-        self.in_flight.insert(self.sequence, s.worker);
-        self.in_flight_order.push_back(self.sequence);
-        if self.in_flight_order.len() > MAX_IN_FLIGHT {
-            if let Some(old) = self.in_flight_order.pop_front() {
-                self.in_flight.remove(&old);
-            }
+        self.in_flight.push_back((self.sequence, s.worker));
+        if self.in_flight.len() > MAX_IN_FLIGHT {
+            self.in_flight.pop_front();
         }
         Ok(())
     }

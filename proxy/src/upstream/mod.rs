@@ -50,6 +50,8 @@ pub struct UpShare {
 #[derive(Debug, Clone)]
 pub struct PoolTag {
     shares: mpsc::Sender<UpShare>,
+    /// Block-solving shares: unbounded, so one is never dropped for a full queue.
+    blocks: mpsc::UnboundedSender<UpShare>,
     /// Zeros between the channel prefix and extranonce1, part of every submitted extranonce.
     pad: u8,
     stats: Arc<Stats>,
@@ -60,8 +62,17 @@ impl PoolTag {
     #[doc(hidden)]
     pub fn for_bench(pad: u8, capacity: usize) -> (PoolTag, mpsc::Receiver<UpShare>) {
         let (shares, rx) = mpsc::channel(capacity);
+        let (blocks, _) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
-        (PoolTag { shares, pad, stats }, rx)
+        (
+            PoolTag {
+                shares,
+                blocks,
+                pad,
+                stats,
+            },
+            rx,
+        )
     }
 
     /// Hands a share to the link without waiting; a full queue or a link that is gone
@@ -99,13 +110,14 @@ impl PoolTag {
             is_block,
             worker: worker.clone(),
         };
-        if let Err(e) = self.shares.try_send(share) {
-            if is_block {
-                let s = match e {
-                    mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
-                };
-                tracing::error!(hash = %s.hash, "block share could not reach the pool link; the node has it");
+        if is_block {
+            if let Err(e) = self.blocks.send(share) {
+                tracing::error!(hash = %e.0.hash, "block share could not reach the pool link (it is gone); a block on the farm's own template went to the local node");
+                self.stats.pool_dropped(1);
             }
+            return;
+        }
+        if self.shares.try_send(share).is_err() {
             self.stats.pool_dropped(1);
         }
     }
@@ -131,8 +143,10 @@ mod tests {
     fn a_forwarded_share_carries_padding_then_both_extranonce_parts() {
         let stats = Arc::new(Stats::default());
         let (tx, mut rx) = mpsc::channel(1);
+        let (blocks, mut blocks_rx) = mpsc::unbounded_channel();
         let tag = PoolTag {
             shares: tx,
+            blocks,
             pad: 8,
             stats: stats.clone(),
         };
@@ -178,6 +192,19 @@ mod tests {
             false,
             &worker,
         );
+        assert_eq!(stats.snapshot().pool_dropped, 1);
+        // A block is never dropped for a full queue.
+        tag.forward(
+            JobId::new(3),
+            &[1],
+            &[2],
+            &h,
+            h.block_hash(),
+            1.0,
+            true,
+            &worker,
+        );
+        assert!(blocks_rx.try_recv().unwrap().is_block);
         assert_eq!(stats.snapshot().pool_dropped, 1);
     }
 }
