@@ -170,6 +170,16 @@ async fn wait_mode(
     Ok(())
 }
 
+/// Workers with at least one share the pool accepted.
+fn pool_accepted_workers(proxy: &Proxy) -> HashSet<String> {
+    proxy
+        .pool_workers()
+        .into_iter()
+        .filter(|(_, accepted, _)| *accepted > 0)
+        .map(|(worker, _, _)| worker)
+        .collect()
+}
+
 fn is_pool(m: &Mode) -> bool {
     matches!(m, Mode::Pool { .. })
 }
@@ -202,12 +212,7 @@ async fn full_template_blocks_carry_the_farms_transactions_and_pay_the_pool() ->
 
         let workers: HashSet<String> = dialects.iter().map(|d| format!("farm.{d}")).collect();
         let all_accepted = wait_until(Duration::from_secs(110), || async {
-            let accepted: HashSet<String> = proxy
-                .pool_workers()
-                .into_iter()
-                .filter(|(_, a, _)| *a > 0)
-                .map(|(w, _, _)| w)
-                .collect();
+            let accepted = pool_accepted_workers(&proxy);
             let mined = f.node.rpc("getmempoolentry", json!([farm_tx.to_string()])).await.is_err();
             workers.is_subset(&accepted) && mined
         })
@@ -457,12 +462,7 @@ async fn without_a_jds_the_pools_own_jobs_are_mined() -> anyhow::Result<()> {
         let _miners = f.miners(&proxy, &dialects, &stop);
         let workers: HashSet<String> = dialects.iter().map(|d| format!("farm.{d}")).collect();
         let ok = wait_until(Duration::from_secs(90), || async {
-            let accepted: HashSet<String> = proxy
-                .pool_workers()
-                .into_iter()
-                .filter(|(_, a, _)| *a > 0)
-                .map(|(w, _, _)| w)
-                .collect();
+            let accepted = pool_accepted_workers(&proxy);
             let (h, _) = f
                 .node
                 .tip()
