@@ -17,9 +17,12 @@ use job_declaration_sv2::{
     MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS, MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS_SUCCESS,
     MESSAGE_TYPE_PUSH_SOLUTION,
 };
-use template_provider::sv2::client::{open, Client, OpenError};
-use template_provider::sv2::{AuthorityPublicKey, Frame, Sv2Error};
+use std::sync::Arc;
+
+use template_provider::sv2::client::{open, recv, OpenError};
+use template_provider::sv2::{AuthorityPublicKey, Frame, NoiseWriter, Sv2Error};
 use template_provider::Template;
+use tokio::sync::{mpsc, Mutex};
 use tracing::{debug, info};
 
 /// Protocol version spoken (the only one there is).
@@ -103,9 +106,42 @@ pub struct Solution {
 #[derive(Debug)]
 pub struct JdClient {
     address: String,
-    client: Client,
+    frames: mpsc::Receiver<Result<Frame, Sv2Error>>,
+    /// Shared with [`SolutionPusher`]s: a solution never waits for a declaration's answer.
+    writer: Arc<Mutex<NoiseWriter>>,
     timeout: Duration,
     next_request: u32,
+}
+
+/// Sends `PushSolution` on a JDS connection while its [`JdClient`] may be waiting for an answer.
+#[derive(Debug, Clone)]
+pub struct SolutionPusher {
+    writer: Arc<Mutex<NoiseWriter>>,
+}
+
+impl SolutionPusher {
+    /// Tells the JDS about a block found on a declared job.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub async fn push(&self, s: &Solution) -> Result<(), JdError> {
+        let prev = s.prev_hash.to_byte_array();
+        let msg = PushSolution {
+            extranonce: binary_sv2::B032::try_from(&s.extranonce[..])
+                .map_err(|_| JdError::Protocol("extranonce above 32 bytes".into()))?,
+            prev_hash: U256::from(&prev),
+            nonce: s.nonce,
+            ntime: s.ntime,
+            nbits: s.nbits,
+            version: s.version,
+        };
+        self.writer
+            .lock()
+            .await
+            .send(msg, MESSAGE_TYPE_PUSH_SOLUTION, false)
+            .await?;
+        Ok(())
+    }
 }
 
 fn decode<'a, T: binary_sv2::Deserialize<'a>>(
@@ -148,7 +184,8 @@ impl JdClient {
         info!(%address, "job declarator connected");
         Ok(JdClient {
             address: address.to_owned(),
-            client,
+            frames: client.frames,
+            writer: Arc::new(Mutex::new(client.writer)),
             timeout,
             next_request: 1,
         })
@@ -165,12 +202,34 @@ impl JdClient {
         id
     }
 
+    /// What sends solutions on this connection.
+    pub fn pusher(&self) -> SolutionPusher {
+        SolutionPusher {
+            writer: self.writer.clone(),
+        }
+    }
+
+    async fn send<T: binary_sv2::Serialize + binary_sv2::GetSize>(
+        &self,
+        message: T,
+        msg_type: u8,
+    ) -> Result<(), JdError> {
+        self.writer
+            .lock()
+            .await
+            .send(message, msg_type, false)
+            .await?;
+        Ok(())
+    }
+
     async fn recv(&mut self, what: &'static str) -> Result<Frame, JdError> {
-        self.client.recv(self.timeout).await.map_err(|e| match e {
-            OpenError::Timeout(timeout) => JdError::Timeout { what, timeout },
-            OpenError::Sv2(e) => JdError::Sv2(e),
-            other => JdError::Protocol(other.to_string()),
-        })
+        recv(&mut self.frames, self.timeout)
+            .await
+            .map_err(|e| match e {
+                OpenError::Timeout(timeout) => JdError::Timeout { what, timeout },
+                OpenError::Sv2(e) => JdError::Sv2(e),
+                other => JdError::Protocol(other.to_string()),
+            })
     }
 
     /// Asks for a token.
@@ -184,9 +243,7 @@ impl JdClient {
                 .map_err(|_| JdError::Protocol("user identity above 255 bytes".into()))?,
             request_id,
         };
-        self.client
-            .writer
-            .send(msg, MESSAGE_TYPE_ALLOCATE_MINING_JOB_TOKEN, false)
+        self.send(msg, MESSAGE_TYPE_ALLOCATE_MINING_JOB_TOKEN)
             .await?;
         loop {
             let mut frame = self.recv("AllocateMiningJobToken").await?;
@@ -238,10 +295,7 @@ impl JdClient {
                 .map_err(|_| too_big("transaction list"))?,
             excess_data: B064K::try_from(&b""[..]).expect("empty fits"),
         };
-        self.client
-            .writer
-            .send(msg, MESSAGE_TYPE_DECLARE_MINING_JOB, false)
-            .await?;
+        self.send(msg, MESSAGE_TYPE_DECLARE_MINING_JOB).await?;
         loop {
             let mut frame = self.recv("DeclareMiningJob").await?;
             match frame.msg_type {
@@ -284,39 +338,11 @@ impl JdClient {
                         transaction_list: Seq064K::new(list)
                             .map_err(|_| too_big("transaction list"))?,
                     };
-                    self.client
-                        .writer
-                        .send(
-                            reply,
-                            MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS_SUCCESS,
-                            false,
-                        )
+                    self.send(reply, MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS_SUCCESS)
                         .await?;
                 }
                 other => debug!(msg_type = other, "ignored while declaring"),
             }
         }
-    }
-
-    /// Tells the JDS about a block found on a declared job.
-    ///
-    /// # Errors
-    /// A lost connection.
-    pub async fn push_solution(&mut self, s: &Solution) -> Result<(), JdError> {
-        let prev = s.prev_hash.to_byte_array();
-        let msg = PushSolution {
-            extranonce: binary_sv2::B032::try_from(&s.extranonce[..])
-                .map_err(|_| JdError::Protocol("extranonce above 32 bytes".into()))?,
-            prev_hash: U256::from(&prev),
-            nonce: s.nonce,
-            ntime: s.ntime,
-            nbits: s.nbits,
-            version: s.version,
-        };
-        self.client
-            .writer
-            .send(msg, MESSAGE_TYPE_PUSH_SOLUTION, false)
-            .await?;
-        Ok(())
     }
 }

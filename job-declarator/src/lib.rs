@@ -7,7 +7,7 @@
 
 pub mod client;
 
-pub use client::{Allocation, Declaration, JdClient, JdError, Solution, Token};
+pub use client::{Allocation, Declaration, JdClient, JdError, Solution, SolutionPusher, Token};
 
 use template_provider::Template;
 

@@ -172,7 +172,7 @@ impl Proxy {
             tracker.clone(),
             shutdown.clone(),
         ));
-        tracker.spawn(log_status(stats.clone(), shutdown.clone()));
+        tracker.spawn(log_status(stats.clone(), mode.clone(), shutdown.clone()));
         let pools = config.upstreams.len();
         info!(listen = %local_addr, network = %config.network, upstreams = pools, "jd-proxy serving Stratum V1 miners");
         Ok(Proxy {
@@ -269,7 +269,7 @@ async fn resolve_payout(rpc: &RpcClient, config: &Config) -> anyhow::Result<Scri
 }
 
 /// One status line a minute: what an operator checks first.
-async fn log_status(stats: Arc<Stats>, shutdown: CancellationToken) {
+async fn log_status(stats: Arc<Stats>, mode: watch::Receiver<Mode>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     every.tick().await;
     loop {
@@ -279,11 +279,19 @@ async fn log_status(stats: Arc<Stats>, shutdown: CancellationToken) {
         }
         let s = stats.snapshot();
         let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
+        let mining_for = match &*mode.borrow() {
+            Mode::Solo => "solo".to_owned(),
+            Mode::Pool { name, .. } => name.clone(),
+        };
         info!(
+            mining_for,
             connections = s.connections,
             accepted = s.accepted,
             rejected,
             blocks = s.blocks,
+            pool_submitted = s.pool_submitted,
+            pool_accepted = s.pool_accepted,
+            pool_rejected = s.pool_rejected,
             "status"
         );
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use job_declarator::{Declaration, JdClient, JdError, Solution, Token};
+use job_declarator::{Declaration, JdClient, JdError, Solution, SolutionPusher, Token};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -32,7 +32,7 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Declarer {
     jobs: watch::Sender<Option<Arc<Job>>>,
-    solutions: mpsc::UnboundedSender<Solution>,
+    pusher: SolutionPusher,
     pub events: mpsc::Receiver<Event>,
     task: JoinHandle<()>,
 }
@@ -47,20 +47,12 @@ impl Declarer {
     /// Starts declaring on `client`, with `spare` as the first job's token.
     pub fn start(client: JdClient, spare: Token, user: String, mode: DeclarationMode) -> Declarer {
         let (jobs, jobs_rx) = watch::channel(None);
-        let (solutions, solutions_rx) = mpsc::unbounded_channel();
+        let pusher = client.pusher();
         let (events_tx, events) = mpsc::channel(16);
-        let task = tokio::spawn(run(
-            client,
-            spare,
-            user,
-            mode,
-            jobs_rx,
-            solutions_rx,
-            events_tx,
-        ));
+        let task = tokio::spawn(run(client, spare, user, mode, jobs_rx, events_tx));
         Declarer {
             jobs,
-            solutions,
+            pusher,
             events,
             task,
         }
@@ -73,7 +65,16 @@ impl Declarer {
 
     /// Sends a solution to the JDS.
     pub fn push_solution(&self, s: Solution) {
-        let _ = self.solutions.send(s);
+        // Its own task: a block must not wait for a declaration's answer.
+        let pusher = self.pusher.clone();
+        tokio::spawn(async move {
+            match pusher.push(&s).await {
+                Ok(()) => info!("solution pushed to the job declarator"),
+                Err(e) => {
+                    warn!(error = %e, "could not push the solution to the job declarator (the local node has the block)")
+                }
+            }
+        });
     }
 }
 
@@ -83,100 +84,103 @@ async fn run(
     user: String,
     mode: DeclarationMode,
     mut jobs: watch::Receiver<Option<Arc<Job>>>,
-    mut solutions: mpsc::UnboundedReceiver<Solution>,
     events: mpsc::Sender<Event>,
 ) {
     let mut spare = Some(spare);
     loop {
-        tokio::select! {
-            biased;
-            Some(s) = solutions.recv() => {
-                match client.push_solution(&s).await {
-                    Ok(()) => info!(jds = client.address(), "solution pushed to the job declarator"),
-                    Err(error) => {
-                        let _ = events.send(Event::Failed { job: None, error }).await;
-                        return;
-                    }
-                }
+        if jobs.changed().await.is_err() {
+            return;
+        }
+        let Some(job) = jobs.borrow_and_update().clone() else {
+            continue;
+        };
+        if mode == DeclarationMode::CoinbaseOnly {
+            // The token alone identifies the job; the pool judges it by its coinbase.
+            let token = match spare.take() {
+                Some(t) => Ok(t),
+                None => client.allocate(&user).await.map(|a| a.token),
+            };
+            let event = match token {
+                Ok(token) => Event::Declared { job: job.id, token },
+                Err(error) => Event::Failed {
+                    job: Some(job.id),
+                    error,
+                },
+            };
+            let failed = matches!(event, Event::Failed { .. });
+            if events.send(event).await.is_err() || failed {
+                return;
             }
-            changed = jobs.changed() => {
-                if changed.is_err() {
+            continue;
+        }
+        let Some((coinbase_prefix, coinbase_suffix)) = job.coinbase.witness_parts() else {
+            warn!(job = %job.id, "template has no witness commitment; cannot declare it");
+            continue;
+        };
+        let mut attempt = 0;
+        let result = loop {
+            let token = match spare.take() {
+                Some(t) => t,
+                None => match client.allocate(&user).await {
+                    Ok(a) => a.token,
+                    Err(error) => break Err(error),
+                },
+            };
+            let declaration = Declaration {
+                token,
+                version: job.template.version as u32,
+                coinbase_prefix: coinbase_prefix.clone(),
+                coinbase_suffix: coinbase_suffix.clone(),
+                template: &job.template,
+            };
+            match client.declare(&declaration).await {
+                // Our node can see a block a moment before the pool's does: give the
+                // JDS that moment, unless a newer job replaces this one meanwhile.
+                Err(JdError::Refused { code })
+                    if code == STALE_TIP
+                        && attempt < STALE_RETRIES
+                        && !jobs.has_changed().unwrap_or(true) =>
+                {
+                    attempt += 1;
+                    debug!(job = %job.id, attempt, "JDS is behind our tip; declaring again shortly");
+                    tokio::time::sleep(STALE_RETRY_DELAY).await;
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(token) => {
+                debug!(job = %job.id, txs = job.template.txs.len(), "job declared");
+                if events
+                    .send(Event::Declared { job: job.id, token })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-                let Some(job) = jobs.borrow_and_update().clone() else { continue };
-                if mode == DeclarationMode::CoinbaseOnly {
-                    // The token alone identifies the job; the pool judges it by its coinbase.
-                    let token = match spare.take() {
-                        Some(t) => Ok(t),
-                        None => client.allocate(&user).await.map(|a| a.token),
-                    };
-                    let event = match token {
-                        Ok(token) => Event::Declared { job: job.id, token },
-                        Err(error) => Event::Failed { job: Some(job.id), error },
-                    };
-                    let failed = matches!(event, Event::Failed { .. });
-                    if events.send(event).await.is_err() || failed {
-                        return;
-                    }
-                    continue;
-                }
-                let Some((coinbase_prefix, coinbase_suffix)) = job.coinbase.witness_parts() else {
-                    warn!(job = %job.id, "template has no witness commitment; cannot declare it");
-                    continue;
-                };
-                let mut attempt = 0;
-                let result = loop {
-                    let token = match spare.take() {
-                        Some(t) => t,
-                        None => match client.allocate(&user).await {
-                            Ok(a) => a.token,
-                            Err(error) => break Err(error),
-                        },
-                    };
-                    let declaration = Declaration {
-                        token,
-                        version: job.template.version as u32,
-                        coinbase_prefix: coinbase_prefix.clone(),
-                        coinbase_suffix: coinbase_suffix.clone(),
-                        template: &job.template,
-                    };
-                    match client.declare(&declaration).await {
-                        // Our node can see a block a moment before the pool's does: give the
-                        // JDS that moment, unless a newer job replaces this one meanwhile.
-                        Err(JdError::Refused { code })
-                            if code == STALE_TIP && attempt < STALE_RETRIES && !jobs.has_changed().unwrap_or(true) =>
-                        {
-                            attempt += 1;
-                            debug!(job = %job.id, attempt, "JDS is behind our tip; declaring again shortly");
-                            tokio::time::sleep(STALE_RETRY_DELAY).await;
-                        }
-                        other => break other,
-                    }
-                };
-                match result {
-                    Ok(token) => {
-                        debug!(job = %job.id, txs = job.template.txs.len(), "job declared");
-                        if events.send(Event::Declared { job: job.id, token }).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(JdError::Refused { code }) if code == STALE_TIP && jobs.has_changed().unwrap_or(false) => {
-                        debug!(job = %job.id, "superseded while the JDS caught up");
-                        continue;
-                    }
-                    Err(error) => {
-                        let _ = events.send(Event::Failed { job: Some(job.id), error }).await;
-                        return;
-                    }
-                }
-                // The next template should not wait for a token round trip.
-                match client.allocate(&user).await {
-                    Ok(a) => spare = Some(a.token),
-                    Err(error) => {
-                        let _ = events.send(Event::Failed { job: None, error }).await;
-                        return;
-                    }
-                }
+            }
+            Err(JdError::Refused { code })
+                if code == STALE_TIP && jobs.has_changed().unwrap_or(false) =>
+            {
+                debug!(job = %job.id, "superseded while the JDS caught up");
+                continue;
+            }
+            Err(error) => {
+                let _ = events
+                    .send(Event::Failed {
+                        job: Some(job.id),
+                        error,
+                    })
+                    .await;
+                return;
+            }
+        }
+        // The next template should not wait for a token round trip.
+        match client.allocate(&user).await {
+            Ok(a) => spare = Some(a.token),
+            Err(error) => {
+                let _ = events.send(Event::Failed { job: None, error }).await;
+                return;
             }
         }
     }

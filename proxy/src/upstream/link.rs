@@ -341,6 +341,8 @@ pub struct Mining {
     /// The pool's own jobs waiting for their previous hash, as raw messages.
     future: HashMap<u32, Frame>,
     prev: Option<PrevHash>,
+    /// The pool's current job, kept to rebuild it when the extranonce prefix changes.
+    current_pool_job: Option<(Frame, PrevHash)>,
     sequence: u32,
     /// The pool took a job (a custom job set, or a job of its own received).
     worked: bool,
@@ -357,6 +359,7 @@ impl Mining {
             jobs: VecDeque::new(),
             future: HashMap::new(),
             prev: None,
+            current_pool_job: None,
             sequence: 0,
             in_flight: VecDeque::new(),
             worked: false,
@@ -404,6 +407,18 @@ impl Mining {
         let target = self.link.channel.target;
         self.worked = true;
         self.track(job, JobState::Active(pool_job, target));
+    }
+
+    /// A pool job to publish, remembered as the current one.
+    fn publish_pool_job(
+        &mut self,
+        frame: Frame,
+        prev: PrevHash,
+        clean: bool,
+    ) -> Result<Option<Update>, LinkError> {
+        let job = self.pool_job(&frame, prev, clean)?;
+        self.current_pool_job = Some((frame, prev));
+        Ok(Some(Update::PoolJob(Box::new(job))))
     }
 
     /// Builds the job for a pool job now that its previous hash is known.
@@ -551,9 +566,7 @@ impl Mining {
                     return Ok(None);
                 }
                 match self.prev {
-                    Some(prev) => self
-                        .pool_job(&f, prev, false)
-                        .map(|j| Some(Update::PoolJob(Box::new(j)))),
+                    Some(prev) => self.publish_pool_job(f, prev, false),
                     None => Ok(None),
                 }
             }
@@ -568,9 +581,7 @@ impl Mining {
                 let job = self.future.remove(&p.job_id);
                 self.future.clear();
                 match job {
-                    Some(frame) => self
-                        .pool_job(&frame, prev, true)
-                        .map(|j| Some(Update::PoolJob(Box::new(j)))),
+                    Some(frame) => self.publish_pool_job(frame, prev, true),
                     None => Ok(None),
                 }
             }
@@ -630,6 +641,12 @@ impl Mining {
                     self.link.stats.pool_dropped(t.queued.len() as u64);
                 }
                 self.jobs.clear();
+                // A pool's own job embeds the prefix too: rebuild the current one with it.
+                if self.link.declarer.is_none() {
+                    if let Some((frame, prev)) = self.current_pool_job.take() {
+                        return self.publish_pool_job(frame, prev, true);
+                    }
+                }
                 Ok(Some(Update::NewPrefix))
             }
             mining_sv2::MESSAGE_TYPE_SUBMIT_SHARES_SUCCESS => {

@@ -47,12 +47,23 @@ impl Client {
     /// # Errors
     /// The connection's error, [`Sv2Error::Closed`], or [`OpenError::Timeout`].
     pub async fn recv(&mut self, timeout: Duration) -> Result<Frame, OpenError> {
-        match tokio::time::timeout(timeout, self.frames.recv()).await {
-            Ok(Some(Ok(f))) => Ok(f),
-            Ok(Some(Err(e))) => Err(e.into()),
-            Ok(None) => Err(Sv2Error::Closed.into()),
-            Err(_) => Err(OpenError::Timeout(timeout)),
-        }
+        recv(&mut self.frames, timeout).await
+    }
+}
+
+/// The next frame from a reader task, waiting at most `timeout`.
+///
+/// # Errors
+/// The connection's error, [`Sv2Error::Closed`], or [`OpenError::Timeout`].
+pub async fn recv(
+    frames: &mut mpsc::Receiver<Result<Frame, Sv2Error>>,
+    timeout: Duration,
+) -> Result<Frame, OpenError> {
+    match tokio::time::timeout(timeout, frames.recv()).await {
+        Ok(Some(Ok(f))) => Ok(f),
+        Ok(Some(Err(e))) => Err(e.into()),
+        Ok(None) => Err(Sv2Error::Closed.into()),
+        Err(_) => Err(OpenError::Timeout(timeout)),
     }
 }
 
