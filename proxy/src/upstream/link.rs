@@ -384,7 +384,7 @@ impl Mining {
     fn track(&mut self, job: Arc<Job>, state: JobState) {
         if self.jobs.len() >= MAX_TRACKED_JOBS {
             if let Some(old) = self.jobs.pop_front() {
-                self.link.stats.pool_dropped(old.queued.len() as u64);
+                self.drop_queued(old.queued, "the job was forgotten before the pool took it");
             }
         }
         self.jobs.push_back(Tracked {
@@ -392,6 +392,10 @@ impl Mining {
             state,
             queued: Vec::new(),
         });
+    }
+
+    fn drop_queued(&self, queued: Vec<UpShare>, why: &str) {
+        drop_queued(&self.link, queued, why);
     }
 
     /// A new job from the farm's template went to the miners: declare it.
@@ -509,8 +513,8 @@ impl Mining {
         for older in self.jobs.iter_mut().take(pos) {
             if matches!(older.state, JobState::Declaring) {
                 older.state = JobState::Skipped;
-                self.link.stats.pool_dropped(older.queued.len() as u64);
-                older.queued = Vec::new();
+                let queued = std::mem::take(&mut older.queued);
+                drop_queued(&self.link, queued, "a newer template was declared first");
             }
         }
         let t = &mut self.jobs[pos];
@@ -637,10 +641,9 @@ impl Mining {
                 info!(upstream = %self.link.name, prefix = %hex::encode(&prefix), "pool changed the channel's extranonce prefix; new jobs for every miner");
                 self.link.channel.prefix = prefix;
                 // Every job's coinbase embeds the prefix: the old ones are dead for the pool.
-                for t in &mut self.jobs {
-                    self.link.stats.pool_dropped(t.queued.len() as u64);
+                for t in std::mem::take(&mut self.jobs) {
+                    self.drop_queued(t.queued, "the pool changed the extranonce prefix");
                 }
-                self.jobs.clear();
                 // A pool's own job embeds the prefix too: rebuild the current one with it.
                 if self.link.declarer.is_none() {
                     if let Some((frame, prev)) = self.current_pool_job.take() {
@@ -842,6 +845,15 @@ impl Mining {
         }
         Ok(hashrate)
     }
+}
+
+/// Counts shares that will never reach the pool; a block among them is logged (it is on the
+/// chain through the local node, but the pool cannot credit it).
+fn drop_queued(link: &PoolLink, queued: Vec<UpShare>, why: &str) {
+    for s in queued.iter().filter(|s| s.is_block) {
+        error!(upstream = %link.name, hash = %s.hash, worker = %s.worker, %why, "block share not sent to the pool: the block went to the local node, the pool cannot credit it");
+    }
+    link.stats.pool_dropped(queued.len() as u64);
 }
 
 /// The previous hash the pool's own jobs build on.
