@@ -168,6 +168,30 @@ async fn read_exact_or_closed(stream: &mut OwnedReadHalf, buf: &mut [u8]) -> Res
     }
 }
 
+/// The two halves of a connection whose handshake is done.
+fn halves(
+    r: OwnedReadHalf,
+    w: OwnedWriteHalf,
+    decoder: NoiseDecoder,
+    encoder: NoiseEncoder,
+    transport: codec_sv2::Transport,
+) -> (NoiseReader, NoiseWriter) {
+    let (enc, dec) = transport.split();
+    (
+        NoiseReader {
+            stream: r,
+            decoder,
+            state: Some(dec),
+        },
+        NoiseWriter {
+            stream: w,
+            encoder,
+            state: enc,
+            pending: Vec::new(),
+        },
+    )
+}
+
 /// Runs the responder side of the handshake on an accepted socket.
 ///
 /// # Errors
@@ -204,20 +228,7 @@ pub async fn accept(
             .map_err(|e| Sv2Error::Handshake(e.to_string()))?;
         w.write_all(encoder.encode_handshake(reply).as_ref())
             .await?;
-        let (enc, dec) = transport.split();
-        Ok((
-            NoiseReader {
-                stream: r,
-                decoder,
-                state: Some(dec),
-            },
-            NoiseWriter {
-                stream: w,
-                encoder,
-                state: enc,
-                pending: Vec::new(),
-            },
-        ))
+        Ok(halves(r, w, decoder, encoder, transport))
     })
     .await
     .map_err(|_| Sv2Error::HandshakeTimeout(timeout))?
@@ -280,20 +291,7 @@ pub async fn connect_at(
                 "the responder's certificate is not valid for the pinned authority key (not signed by it, or outside its validity window): {e}"
             ))
         })?;
-        let (enc, dec) = transport.split();
-        Ok((
-            NoiseReader {
-                stream: r,
-                decoder,
-                state: Some(dec),
-            },
-            NoiseWriter {
-                stream: w,
-                encoder,
-                state: enc,
-                pending: Vec::new(),
-            },
-        ))
+        Ok(halves(r, w, decoder, encoder, transport))
     })
     .await
     .map_err(|_| Sv2Error::HandshakeTimeout(timeout))?
