@@ -2,12 +2,13 @@
 //! declares the newest job (skipping any superseded while it was busy), keeps one token in
 //! hand for the next, and pushes solutions.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use job_declarator::{Declaration, JdClient, JdError, Solution, SolutionPusher, Token};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::DeclarationMode;
 use crate::job::{Job, JobId};
@@ -32,6 +33,9 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Declarer {
     jobs: watch::Sender<Option<Arc<Job>>>,
+    /// Jobs with a block found on them: declared next, even when newer jobs exist, so the
+    /// pool can still credit the block.
+    urgent: mpsc::UnboundedSender<Arc<Job>>,
     pusher: SolutionPusher,
     pub events: mpsc::Receiver<Event>,
     task: JoinHandle<()>,
@@ -47,11 +51,23 @@ impl Declarer {
     /// Starts declaring on `client`, with `spare` as the first job's token.
     pub fn start(client: JdClient, spare: Token, user: String, mode: DeclarationMode) -> Declarer {
         let (jobs, jobs_rx) = watch::channel(None);
+        let (urgent, urgent_rx) = mpsc::unbounded_channel();
         let pusher = client.pusher();
         let (events_tx, events) = mpsc::channel(16);
-        let task = tokio::spawn(run(client, spare, user, mode, jobs_rx, events_tx));
+        let task = tokio::spawn(run(
+            client,
+            spare,
+            user,
+            mode,
+            Inputs {
+                jobs: jobs_rx,
+                urgent: urgent_rx,
+            },
+            events_tx,
+        ));
         Declarer {
             jobs,
+            urgent,
             pusher,
             events,
             task,
@@ -61,6 +77,12 @@ impl Declarer {
     /// Declares `job` next, replacing any job still waiting its turn.
     pub fn declare(&self, job: Arc<Job>) {
         self.jobs.send_replace(Some(job));
+    }
+
+    /// Declares `job` before any other waiting job (a block was found on it); a job already
+    /// declared or being declared is not declared twice.
+    pub fn declare_first(&self, job: Arc<Job>) {
+        let _ = self.urgent.send(job);
     }
 
     /// Sends a solution to the JDS.
@@ -78,22 +100,48 @@ impl Declarer {
     }
 }
 
+/// What the declarer task reads.
+struct Inputs {
+    jobs: watch::Receiver<Option<Arc<Job>>>,
+    urgent: mpsc::UnboundedReceiver<Arc<Job>>,
+}
+
 async fn run(
     mut client: JdClient,
     spare: Token,
     user: String,
     mode: DeclarationMode,
-    mut jobs: watch::Receiver<Option<Arc<Job>>>,
+    inputs: Inputs,
     events: mpsc::Sender<Event>,
 ) {
+    let Inputs {
+        mut jobs,
+        mut urgent,
+    } = inputs;
     let mut spare = Some(spare);
+    // Jobs declared or being declared, so an urgent request never declares one twice.
+    let mut recent: VecDeque<JobId> = VecDeque::new();
     loop {
-        if jobs.changed().await.is_err() {
-            return;
-        }
-        let Some(job) = jobs.borrow_and_update().clone() else {
-            continue;
+        let (job, first) = tokio::select! {
+            biased;
+            Some(job) = urgent.recv() => (job, true),
+            changed = jobs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let Some(job) = jobs.borrow_and_update().clone() else {
+                    continue;
+                };
+                (job, false)
+            }
         };
+        if recent.contains(&job.id) {
+            continue;
+        }
+        recent.push_back(job.id);
+        if recent.len() > 32 {
+            recent.pop_front();
+        }
         if mode == DeclarationMode::CoinbaseOnly {
             // The token alone identifies the job; the pool judges it by its coinbase.
             let token = match spare.take() {
@@ -139,6 +187,7 @@ async fn run(
                 Err(JdError::Refused { code })
                     if code == STALE_TIP
                         && attempt < STALE_RETRIES
+                        && !first
                         && !jobs.has_changed().unwrap_or(true) =>
                 {
                     attempt += 1;
@@ -158,6 +207,12 @@ async fn run(
                 {
                     return;
                 }
+            }
+            // A job declared late for its block: the JDS may have moved on. The pool cannot
+            // credit that block (it is on the chain through the local node); the link is fine.
+            Err(JdError::Refused { code }) if first => {
+                error!(job = %job.id, %code, "the job a block was found on was refused: the pool cannot credit that block");
+                continue;
             }
             Err(JdError::Refused { code })
                 if code == STALE_TIP && jobs.has_changed().unwrap_or(false) =>

@@ -318,6 +318,9 @@ async fn recv(
 enum JobState {
     /// Sent to miners; its declaration is in flight or waits its turn.
     Declaring,
+    /// A block was found on it before the pool took it: declared ahead of newer jobs, and never
+    /// skipped for them.
+    DeclaringFirst,
     /// A later job was declared first: this one never will be, its shares cannot be sent.
     Skipped,
     /// Declared; `SetCustomMiningJob` sent at `since`.
@@ -734,7 +737,15 @@ impl Mining {
                 self.submit(pool_job, share)
             }
             JobState::Active(..) => Ok(()),
-            JobState::Declaring | JobState::Setting { .. }
+            JobState::Declaring if share.is_block => {
+                t.state = JobState::DeclaringFirst;
+                t.queued.push(share);
+                if let Some(d) = &self.link.declarer {
+                    d.declare_first(t.job.clone());
+                }
+                Ok(())
+            }
+            JobState::Declaring | JobState::DeclaringFirst | JobState::Setting { .. }
                 if share.is_block || t.queued.len() < MAX_QUEUED_PER_JOB =>
             {
                 t.queued.push(share);
