@@ -29,7 +29,7 @@ if [ -n "${JD_SV2_BIN_DIR:-}" ]; then
 fi
 
 CACHE=${JD_CACHE_DIR:-$HOME/.cache/jd-proxy}
-# Keep in sync with integration-tests/src/sv2_peers.rs (SV2_PEERS_DIR_NAME).
+# Keep in sync with integration-tests/src/sv2_peers/mod.rs (SV2_PEERS_DIR_NAME).
 ROOT=$CACHE/sv2-peers-pool_sv2-$POOL_VERSION-translator_sv2-$TRANSLATOR_VERSION
 OUT=$ROOT/bin
 

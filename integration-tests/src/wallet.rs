@@ -262,6 +262,25 @@ impl TestWallet {
             .await
     }
 
+    /// A child of the wallet's unconfirmed transaction `parent`: its output to the wallet, back to
+    /// the wallet, paying `fee`.
+    pub async fn send_child(
+        &mut self,
+        node: &BitcoinNode,
+        parent: Txid,
+        fee: Amount,
+    ) -> anyhow::Result<Txid> {
+        let coin = self
+            .utxos
+            .iter()
+            .find(|u| u.outpoint.txid == parent)
+            .cloned()
+            .ok_or_else(|| anyhow!("no output of {parent} pays the wallet"))?;
+        let out = (self.script_pubkey.clone(), coin.value - fee);
+        self.send_with_inputs(node, &[coin.outpoint], &[out], fee)
+            .await
+    }
+
     /// Spends exactly `inputs` (all must be wallet coins) to `outputs`, with change (input sum − outputs −
     /// `fee`) back to the wallet unless it is below [`DUST_LIMIT`], in which case it goes to the fee.
     /// Broadcasts and returns the txid; the wallet then forgets the inputs and remembers its new outputs.

@@ -2,21 +2,13 @@
 //! Needs the Bitcoin Core binaries (`scripts/bitcoin-core.sh` or `JD_BITCOIN_BIN_DIR`).
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::Duration;
 
 use bitcoin::{Amount, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind, RpcError};
+use integration_tests::support::bounded;
 use integration_tests::wallet::TestWallet;
 use serde_json::json;
-
-async fn bounded<T>(limit: Duration, fut: impl Future<Output = anyhow::Result<T>>) -> T {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{e:#}"),
-        Err(_) => panic!("test timed out after {limit:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wallet_txs_reach_mempool_and_block() {
@@ -83,7 +75,7 @@ async fn wallet_txs_reach_mempool_and_block() {
             .txdata
             .iter()
             .skip(1)
-            .map(|tx| tx.compute_txid())
+            .map(bitcoin::Transaction::compute_txid)
             .collect();
         assert_eq!(in_block, ours);
         assert!(block.check_merkle_root());

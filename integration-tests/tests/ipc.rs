@@ -6,21 +6,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitcoin::block::{Header, Version as BlockVersion};
-use bitcoin::{Amount, Block, BlockHash, Network, ScriptBuf, Transaction, Txid};
+use bitcoin::{Amount, Block, BlockHash, Network, Transaction, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::{init_tracing, solo_config, start_proxy, with_timeout};
+use integration_tests::support::{
+    block_at, init_tracing, ipc_provider_config, mine_block, provider_link, solo_config,
+    start_provider, start_proxy, stop_tasks, txids, with_timeout, MinerSpec,
+};
 use integration_tests::wallet::TestWallet;
-use jd_proxy::config::raw::RawTemplateProvider;
+use mining_types::{Template, TemplateKind};
 use serde_json::{json, Value};
-use sv1_miner::{Dialect, MinerConfig, MinerHandle};
+use sv1_miner::{Dialect, MinerHandle};
+use sv2_wire::AuthorityKeypair;
 use template_provider::config::RawNode;
 use template_provider::node::ipc::{self, IpcConfig, IpcError};
-use template_provider::server::{Provider, ProviderConfig, RawProviderConfig, RawServer};
-use template_provider::sv2::AuthorityKeypair;
-use template_provider::template::merkle;
-use template_provider::template::policy::Policy;
-use template_provider::{CoinbaseConfig, CoinbaseSplit, Template, TemplateKind};
+use template_provider::policy::Policy;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +27,15 @@ use tokio_util::task::TaskTracker;
 const TEST_TIMEOUT: Duration = Duration::from_secs(110);
 /// A new tip must reach us this fast.
 const TIP_DEADLINE: Duration = Duration::from_secs(2);
-const EXTRANONCE: [u8; 8] = [0u8; 8];
+/// How long the IPC backend gets to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The coinbase tag of the blocks this test builds.
+const TAG: &[u8] = b"/ipc-test/";
+const MINERS: MinerSpec = MinerSpec {
+    worker_prefix: "ipc",
+    difficulty: 5e-6,
+    hashrate: 25_000.0,
+};
 
 fn ipc_config(socket: &Path) -> IpcConfig {
     IpcConfig {
@@ -73,38 +80,6 @@ async fn template_where(
     }
 }
 
-/// The whole block for `t` paying `payout`, with proof of work (regtest: a few tries).
-fn mine_block(t: &Template, payout: &ScriptBuf) -> anyhow::Result<(BlockHash, Vec<u8>)> {
-    let config = CoinbaseConfig {
-        payout_script: payout.clone(),
-        tag: b"/ipc-test/".to_vec(),
-    };
-    let coinbase = CoinbaseSplit::build(t, &config, EXTRANONCE.len())?;
-    let mut header = Header {
-        version: BlockVersion::from_consensus(t.version),
-        prev_blockhash: t.prev_hash,
-        merkle_root: merkle::root_from_path(coinbase.txid(&[&EXTRANONCE]), &t.merkle_path),
-        time: t.cur_time,
-        bits: t.bits,
-        nonce: 0,
-    };
-    let target = t.network_target();
-    while header.validate_pow(target).is_err() {
-        header.nonce = header
-            .nonce
-            .checked_add(1)
-            .ok_or_else(|| anyhow::anyhow!("no nonce meets the target"))?;
-    }
-    Ok((
-        header.block_hash(),
-        t.assemble_block(&header, &coinbase, &EXTRANONCE),
-    ))
-}
-
-fn txids(t: &Template) -> Vec<Txid> {
-    t.txs.iter().map(|x| x.txid).collect()
-}
-
 /// Templates over IPC: the mempool transaction with its data, a new tip pushed within 2 s, a
 /// fee update, and a block built from an IPC template accepted by `submitblock`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,31 +111,7 @@ async fn ipc_templates_follow_the_node_and_make_valid_blocks() -> anyhow::Result
             "first template builds on the node's tip"
         );
         assert_eq!(u64::from(first.height), height + 1);
-        assert_eq!(first.kind, TemplateKind::Full);
-        assert_eq!(first.network, Network::Regtest);
-        let pos = txids(&first)
-            .iter()
-            .position(|t| *t == tx1)
-            .expect("the mempool transaction is in the first template");
-        let raw: String = node
-            .rpc_as("getrawtransaction", json!([tx1.to_string()]))
-            .await?;
-        assert_eq!(
-            hex::encode(&first.txs[pos].data),
-            raw,
-            "the template carries the transaction's full serialization"
-        );
-        let decoded: Transaction = bitcoin::consensus::deserialize(&first.txs[pos].data)?;
-        assert_eq!(first.txs[pos].wtxid, decoded.compute_wtxid());
-        assert_eq!(first.txs[pos].weight, decoded.weight().to_wu());
-        assert!(first.txs[pos].fee.is_none() && first.txs[pos].depends.is_empty());
-        let subsidy = template_provider::node::block_subsidy(Network::Regtest, first.height);
-        assert_eq!(
-            first.coinbase_value,
-            subsidy + fee1,
-            "coinbase value is the subsidy plus the template's fees"
-        );
-        assert!(first.witness_commitment.is_some());
+        check_first_template(&node, &first, tx1, fee1).await?;
 
         // Nothing changes at the node, so nothing is published: no timer refreshes templates.
         assert!(
@@ -170,27 +121,7 @@ async fn ipc_templates_follow_the_node_and_make_valid_blocks() -> anyhow::Result
             "a template came without any change at the node"
         );
 
-        // A new tip: its template arrives on its own (we only wait on the channel).
-        let asked = Instant::now();
-        let mined = node.mine_to(1, TestWallet::new().address()).await?;
-        let on_tip = next_template(&mut rx, TIP_DEADLINE)
-            .await
-            .ok_or_else(|| anyhow::anyhow!("no template on the new tip within {TIP_DEADLINE:?}"))?;
-        let latency = asked.elapsed();
-        eprintln!(
-            "generatetoaddress 1 -> template {} on the new tip {} after {latency:?}",
-            on_tip.id, mined[0]
-        );
-        assert_eq!(
-            on_tip.prev_hash, mined[0],
-            "the template builds on the new tip"
-        );
-        assert_eq!(on_tip.height, first.height + 1);
-        assert!(on_tip.id > first.id, "template ids increase");
-        assert!(
-            !txids(&on_tip).contains(&tx1),
-            "the mined transaction left the template"
-        );
+        let new_tip = template_on_a_new_tip(&node, &mut rx, &first, tx1).await?;
 
         // A transaction paying more than the fee threshold brings a same-tip update (pushed by
         // the node's waitNext, no faster than the 1 s minimum interval).
@@ -200,43 +131,115 @@ async fn ipc_templates_follow_the_node_and_make_valid_blocks() -> anyhow::Result
             txids(t).contains(&tx2)
         })
         .await?;
-        assert_eq!(with_tx2.prev_hash, mined[0]);
+        assert_eq!(with_tx2.prev_hash, new_tip);
         assert_eq!(
             with_tx2.coinbase_value,
-            template_provider::node::block_subsidy(Network::Regtest, with_tx2.height) + fee2
+            mining_types::block_subsidy(Network::Regtest, with_tx2.height) + fee2
         );
 
-        // A block from the IPC template, submitted over RPC: accepted, with the transaction.
-        let payout = wallet.script_pubkey().clone();
-        let (hash, block) = mine_block(&with_tx2, &payout)?;
-        let verdict = node
-            .rpc("submitblock", json!([hex::encode(&block)]))
-            .await?;
-        assert_eq!(
-            verdict,
-            Value::Null,
-            "the node accepts the block built from the IPC template"
-        );
-        let (new_height, new_tip) = node.tip().await?;
-        assert_eq!((new_height, new_tip), (u64::from(with_tx2.height), hash));
-        let b: Block = node.block(&hash).await?;
-        assert!(
-            b.txdata.iter().any(|t| t.compute_txid() == tx2),
-            "the transaction is in the accepted block"
-        );
-
+        let hash = submit_block_on(&node, &with_tx2, &wallet, tx2).await?;
         // Our own block is a new tip too.
         let after = template_where(&mut rx, TIP_DEADLINE, |t| t.prev_hash == hash).await?;
         assert_eq!(after.height, with_tx2.height + 1);
 
-        shutdown.cancel();
-        tracker.close();
-        tokio::time::timeout(Duration::from_secs(15), tracker.wait())
-            .await
-            .map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
+        stop_tasks(&shutdown, &tracker, STOP_TIMEOUT, "IPC backend").await?;
         Ok(())
     })
     .await
+}
+
+/// The first template holds `tx1` (paying `fee1`) with its data, and is complete.
+async fn check_first_template(
+    node: &BitcoinNode,
+    first: &Template,
+    tx1: Txid,
+    fee1: Amount,
+) -> anyhow::Result<()> {
+    assert_eq!(first.kind, TemplateKind::Full);
+    assert_eq!(first.network, Network::Regtest);
+    let pos = txids(first)
+        .iter()
+        .position(|t| *t == tx1)
+        .expect("the mempool transaction is in the first template");
+    let raw: String = node
+        .rpc_as("getrawtransaction", json!([tx1.to_string()]))
+        .await?;
+    assert_eq!(
+        hex::encode(&first.txs[pos].data),
+        raw,
+        "the template carries the transaction's full serialization"
+    );
+    let decoded: Transaction = bitcoin::consensus::deserialize(&first.txs[pos].data)?;
+    assert_eq!(first.txs[pos].wtxid, decoded.compute_wtxid());
+    assert_eq!(first.txs[pos].weight, decoded.weight().to_wu());
+    assert!(first.txs[pos].fee.is_none() && first.txs[pos].depends.is_empty());
+    let subsidy = mining_types::block_subsidy(Network::Regtest, first.height);
+    assert_eq!(
+        first.coinbase_value,
+        subsidy + fee1,
+        "coinbase value is the subsidy plus the template's fees"
+    );
+    assert!(first.witness_commitment.is_some());
+    Ok(())
+}
+
+/// A new tip: its template arrives on its own (we only wait on the channel), without `tx1`.
+/// Returns the new tip.
+async fn template_on_a_new_tip(
+    node: &BitcoinNode,
+    rx: &mut watch::Receiver<Arc<Template>>,
+    first: &Template,
+    tx1: Txid,
+) -> anyhow::Result<BlockHash> {
+    let asked = Instant::now();
+    let mined = node.mine_to(1, TestWallet::new().address()).await?;
+    let on_tip = next_template(rx, TIP_DEADLINE)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no template on the new tip within {TIP_DEADLINE:?}"))?;
+    let latency = asked.elapsed();
+    eprintln!(
+        "generatetoaddress 1 -> template {} on the new tip {} after {latency:?}",
+        on_tip.id, mined[0]
+    );
+    assert_eq!(
+        on_tip.prev_hash, mined[0],
+        "the template builds on the new tip"
+    );
+    assert_eq!(on_tip.height, first.height + 1);
+    assert!(on_tip.id > first.id, "template ids increase");
+    assert!(
+        !txids(&on_tip).contains(&tx1),
+        "the mined transaction left the template"
+    );
+    Ok(mined[0])
+}
+
+/// A block from the IPC template, submitted over RPC: accepted, with the transaction `tx`.
+/// Returns its hash.
+async fn submit_block_on(
+    node: &BitcoinNode,
+    t: &Template,
+    wallet: &TestWallet,
+    tx: Txid,
+) -> anyhow::Result<BlockHash> {
+    let payout = wallet.script_pubkey().clone();
+    let (hash, block) = mine_block(t, &payout, TAG)?;
+    let verdict = node
+        .rpc("submitblock", json!([hex::encode(&block)]))
+        .await?;
+    assert_eq!(
+        verdict,
+        Value::Null,
+        "the node accepts the block built from the IPC template"
+    );
+    let (new_height, new_tip) = node.tip().await?;
+    assert_eq!((new_height, new_tip), (u64::from(t.height), hash));
+    let b: Block = node.block(&hash).await?;
+    assert!(
+        b.txdata.iter().any(|t| t.compute_txid() == tx),
+        "the transaction is in the accepted block"
+    );
+    Ok(hash)
 }
 
 /// The IPC interface does not report fees, so a policy that must remove a transaction cannot
@@ -315,11 +318,7 @@ async fn a_policy_that_cannot_be_honoured_is_never_ignored() -> anyhow::Result<(
         let next = template_where(&mut rx, TIP_DEADLINE, |t| t.prev_hash == mined[0]).await?;
         assert!(!txids(&next).contains(&late_txid));
 
-        shutdown.cancel();
-        tracker.close();
-        tokio::time::timeout(Duration::from_secs(15), tracker.wait())
-            .await
-            .map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
+        stop_tasks(&shutdown, &tracker, STOP_TIMEOUT, "IPC backend").await?;
         Ok(())
     })
     .await
@@ -397,27 +396,10 @@ async fn a_lost_connection_keeps_the_last_template_and_reconnects() -> anyhow::R
             "ids keep increasing across connections"
         );
 
-        shutdown.cancel();
-        tracker.close();
-        tokio::time::timeout(Duration::from_secs(15), tracker.wait())
-            .await
-            .map_err(|_| anyhow::anyhow!("IPC backend did not stop"))?;
+        stop_tasks(&shutdown, &tracker, STOP_TIMEOUT, "IPC backend").await?;
         Ok(())
     })
     .await
-}
-
-fn miner(
-    addr: std::net::SocketAddr,
-    dialect: Dialect,
-    shutdown: &CancellationToken,
-) -> MinerHandle {
-    sv1_miner::spawn(
-        MinerConfig::new(addr, format!("ipc.{dialect}"), dialect)
-            .with_suggest_difficulty(5e-6)
-            .with_max_hashrate(25_000.0),
-        shutdown.clone(),
-    )
 }
 
 /// Our template provider on the IPC backend, jd-proxy as its client: blocks mined through it
@@ -431,44 +413,22 @@ async fn jd_proxy_mines_through_the_provider_on_ipc() -> anyhow::Result<()> {
         wallet.fund(&node, 110).await?;
         let tp_dir = tempfile::tempdir()?;
         let keys = AuthorityKeypair::generate();
-        let raw = RawProviderConfig {
-            network: Some("regtest".into()),
-            node: RawNode {
-                rpc_url: Some(node.rpc_url()),
-                cookie_file: Some(node.cookie_file()),
-                backend: Some("ipc".into()),
-                ipc_socket: node.ipc_socket(),
-                fee_threshold_sat: Some(1_000),
-                min_template_interval_secs: Some(1),
-                ..Default::default()
-            },
-            server: RawServer {
-                listen: Some("127.0.0.1:0".into()),
-                authority_public_key: Some(keys.public().to_string()),
-                authority_secret_key: Some(keys.secret_string()),
-                blocks_dir: Some(tp_dir.path().to_path_buf()),
-                ..Default::default()
-            },
-            policy: Default::default(),
-        };
-        let provider = Provider::start(ProviderConfig::from_raw(raw)?).await?;
+        let provider = start_provider(ipc_provider_config(&node, &keys, tp_dir.path())).await?;
 
         let payout = TestWallet::new();
         let dir = tempfile::tempdir()?;
         let mut raw = solo_config(&node, payout.address(), dir.path());
-        raw.template_provider = Some(RawTemplateProvider {
-            address: Some(provider.local_addr().to_string()),
-            authority_public_key: Some(keys.public().to_string()),
-        });
+        raw.template_provider = Some(provider_link(&provider, keys.public()));
         let proxy = start_proxy(raw).await?;
         let (start, _) = node.tip().await?;
         let txid = wallet.send_self(&node, Amount::from_sat(3_000)).await?;
 
         let shutdown = CancellationToken::new();
-        let _miners: Vec<MinerHandle> = [Dialect::Bitaxe, Dialect::Cgminer]
-            .iter()
-            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
-            .collect();
+        let _miners: Vec<MinerHandle> = MINERS.spawn_each(
+            proxy.local_addr(),
+            &[Dialect::Bitaxe, Dialect::Cgminer],
+            &shutdown,
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut blocks, mut mined_tx) = (0, false);
         while Instant::now() < deadline && !(mined_tx && blocks >= 2) {
@@ -476,8 +436,7 @@ async fn jd_proxy_mines_through_the_provider_on_ipc() -> anyhow::Result<()> {
             let (tip, _) = node.tip().await?;
             blocks = tip - start;
             for h in start + 1..=tip {
-                let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
-                let b = node.block(&hash).await?;
+                let b = block_at(&node, h).await?;
                 assert_eq!(
                     b.txdata[0].output[0].script_pubkey,
                     *payout.script_pubkey(),
@@ -515,14 +474,14 @@ fn ipc_backend_config_is_checked() {
     }
     .resolve(Network::Regtest)
     .unwrap_err();
-    assert_eq!(err.key, "node.ipc_socket");
+    assert_eq!(err.0[0].key, "node.ipc_socket");
     let err = RawNode {
         backend: Some("capnp".into()),
         ..Default::default()
     }
     .resolve(Network::Regtest)
     .unwrap_err();
-    assert_eq!(err.key, "node.backend");
+    assert_eq!(err.0[0].key, "node.backend");
     let ok = RawNode {
         backend: Some("ipc".into()),
         ipc_socket: Some("/x/node.sock".into()),
@@ -531,10 +490,12 @@ fn ipc_backend_config_is_checked() {
     .resolve(Network::Regtest)
     .unwrap();
     match ok.backend {
-        template_provider::config::NodeBackend::Ipc(c) => {
+        template_provider::config::BackendKind::Ipc(c) => {
             assert_eq!(c.socket, Path::new("/x/node.sock"));
             assert_eq!(c.fee_threshold_sat, 1_000);
         }
-        other => panic!("expected the IPC backend, got {other:?}"),
+        other @ template_provider::config::BackendKind::Rpc => {
+            panic!("expected the IPC backend, got {other:?}")
+        }
     }
 }

@@ -14,17 +14,19 @@ use std::time::{Duration, Instant};
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, ScriptBuf, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::{
-    blocks_above, init_tracing, solo_config, start_proxy, wait_until, with_timeout,
+use integration_tests::support::{
+    blocks_above, connect_nodes, init_tracing, solo_config, start_proxy, wait_until, with_timeout,
+    MinerSpec,
 };
 use integration_tests::sv2_peers::{
-    sv2_bin_dir, AuthorityKeys, PoolSv2, PoolSv2Config, TemplateSource, POOL_BLOCK_FOUND_LOG,
+    sv2_bin_dir, PoolSv2, PoolSv2Config, TemplateSource, POOL_BLOCK_FOUND_LOG,
 };
 use integration_tests::wallet::TestWallet;
 use jd_proxy::config::raw::{RawConfig, RawFailover, RawUpstream};
 use jd_proxy::{Mode, Proxy};
 use serde_json::json;
-use sv1_miner::{Dialect, MinerConfig, MinerHandle};
+use sv1_miner::{Dialect, MinerHandle};
+use sv2_wire::AuthorityKeypair;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +39,11 @@ const DIFFICULTY: f64 = 4e-5;
 const PREMINE: u64 = 110;
 /// The farm's transaction pays this much (about 2 sat/vB): the pool's node refuses it.
 const LOW_FEE: Amount = Amount::from_sat(250);
+const MINERS: MinerSpec = MinerSpec {
+    worker_prefix: "farm",
+    difficulty: DIFFICULTY,
+    hashrate: HASHRATE,
+};
 
 struct Farm {
     pool_node: BitcoinNode,
@@ -80,15 +87,6 @@ async fn farm_with(jds: bool) -> anyhow::Result<Farm> {
     })
 }
 
-async fn connect_nodes(a: &BitcoinNode, b: &BitcoinNode) -> anyhow::Result<()> {
-    a.rpc(
-        "addnode",
-        json!([format!("127.0.0.1:{}", b.p2p_port()), "onetry"]),
-    )
-    .await?;
-    Ok(())
-}
-
 impl Farm {
     fn pool(&self) -> &PoolSv2 {
         self.pool.as_ref().expect("the pool runs")
@@ -122,15 +120,7 @@ impl Farm {
         dialects: &[Dialect],
         stop: &CancellationToken,
     ) -> Vec<MinerHandle> {
-        dialects
-            .iter()
-            .map(|d| {
-                let c = MinerConfig::new(proxy.local_addr(), format!("farm.{d}"), *d)
-                    .with_suggest_difficulty(DIFFICULTY)
-                    .with_max_hashrate(HASHRATE);
-                sv1_miner::spawn(c, stop.clone())
-            })
-            .collect()
+        MINERS.spawn_each(proxy.local_addr(), dialects, stop)
     }
 
     /// The first block above `from` whose coinbase pays `script`, waiting up to `timeout`.
@@ -210,7 +200,7 @@ async fn full_template_blocks_carry_the_farms_transactions_and_pay_the_pool() ->
         let dialects = [Dialect::Cgminer, Dialect::Bitaxe, Dialect::Whatsminer];
         let _miners = f.miners(&proxy, &dialects, &stop);
 
-        let workers: HashSet<String> = dialects.iter().map(|d| format!("farm.{d}")).collect();
+        let workers: HashSet<String> = dialects.iter().map(|&d| MINERS.worker(d)).collect();
         let all_accepted = wait_until(Duration::from_secs(110), || async {
             let accepted = pool_accepted_workers(&proxy);
             let mined = f.node.rpc("getmempoolentry", json!([farm_tx.to_string()])).await.is_err();
@@ -310,7 +300,7 @@ async fn a_wrong_authority_key_is_refused_before_any_share() -> anyhow::Result<(
     init_tracing();
     with_timeout(TEST_TIMEOUT, async {
         let f = farm().await?;
-        let wrong = AuthorityKeys::generate().public_key_b58();
+        let wrong = AuthorityKeypair::generate().public().to_string();
         let proxy = start_proxy(f.proxy_config(wrong)).await?;
         let stop = CancellationToken::new();
         let _miners = f.miners(&proxy, &[Dialect::Avalon], &stop);
@@ -460,7 +450,7 @@ async fn without_a_jds_the_pools_own_jobs_are_mined() -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let dialects = [Dialect::Cgminer, Dialect::Bitaxe];
         let _miners = f.miners(&proxy, &dialects, &stop);
-        let workers: HashSet<String> = dialects.iter().map(|d| format!("farm.{d}")).collect();
+        let workers: HashSet<String> = dialects.iter().map(|&d| MINERS.worker(d)).collect();
         let ok = wait_until(Duration::from_secs(90), || async {
             let accepted = pool_accepted_workers(&proxy);
             let (h, _) = f
@@ -508,12 +498,13 @@ async fn coinbase_only_is_refused_by_the_reference_jds_and_the_farm_keeps_mining
         let f = farm().await?;
         let jds = f.pool().jds_addr().expect("jds on").to_string();
         let key = f.pool().authority_public_key().parse()?;
+        let tracker = tokio_util::task::TaskTracker::new();
         let err = job_declarator::JdClient::connect(
             &jds,
             key,
             false,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
+            (Duration::from_secs(5), Duration::from_secs(5)),
+            &tracker,
         )
         .await
         .expect_err("the reference JDS wants DECLARE_TX_DATA");

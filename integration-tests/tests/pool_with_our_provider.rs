@@ -8,29 +8,30 @@
 
 use std::time::{Duration, Instant};
 
-use bitcoin::BlockHash;
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::init_tracing;
+use integration_tests::support::{
+    block_at, init_tracing, provider_config, start_provider, with_timeout, MinerSpec,
+};
 use integration_tests::sv2_peers::{
     sv2_bin_dir, PoolSv2, PoolSv2Config, TemplateSource, TranslatorSv2, TranslatorSv2Config,
 };
 use integration_tests::wallet::TestWallet;
-use serde_json::json;
-use sv1_miner::{Dialect, MinerConfig, MinerHandle};
-use template_provider::config::RawNode;
-use template_provider::server::{Provider, ProviderConfig, RawProviderConfig, RawServer};
-use template_provider::sv2::AuthorityKeypair;
+use sv1_miner::Dialect;
+use sv2_wire::AuthorityKeypair;
 use tokio_util::sync::CancellationToken;
 
 const HASHRATE: f64 = 20_000.0;
+const MINERS: MinerSpec = MinerSpec {
+    worker_prefix: "farm",
+    difficulty: 1e-4,
+    hashrate: HASHRATE,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_pool_mines_on_templates_from_our_provider() -> anyhow::Result<()> {
     init_tracing();
     sv2_bin_dir()?;
-    tokio::time::timeout(Duration::from_secs(120), run())
-        .await
-        .map_err(|_| anyhow::anyhow!("test timed out"))?
+    with_timeout(Duration::from_secs(120), run()).await
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -38,24 +39,7 @@ async fn run() -> anyhow::Result<()> {
     node.mine_to(110, TestWallet::new().address()).await?;
     let keys = AuthorityKeypair::generate();
     let blocks = tempfile::tempdir()?;
-    let provider = Provider::start(ProviderConfig::from_raw(RawProviderConfig {
-        network: Some("regtest".into()),
-        node: RawNode {
-            rpc_url: Some(node.rpc_url()),
-            cookie_file: Some(node.cookie_file()),
-            long_poll_secs: Some(5),
-            ..Default::default()
-        },
-        server: RawServer {
-            listen: Some("127.0.0.1:0".into()),
-            authority_public_key: Some(keys.public().to_string()),
-            authority_secret_key: Some(keys.secret_string()),
-            blocks_dir: Some(blocks.path().to_path_buf()),
-            ..Default::default()
-        },
-        policy: Default::default(),
-    })?)
-    .await?;
+    let provider = start_provider(provider_config(&node, &keys, blocks.path())).await?;
 
     let payout = TestWallet::new();
     let source = TemplateSource::sv2_tp(
@@ -70,17 +54,11 @@ async fn run() -> anyhow::Result<()> {
     let (start, _) = node.tip().await?;
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let miners: Vec<MinerHandle> = [Dialect::Cgminer, Dialect::Bitaxe]
-        .into_iter()
-        .map(|d| {
-            sv1_miner::spawn(
-                MinerConfig::new(tproxy.sv1_addr(), format!("farm.{d}"), d)
-                    .with_suggest_difficulty(1e-4)
-                    .with_max_hashrate(HASHRATE),
-                shutdown.clone(),
-            )
-        })
-        .collect();
+    let miners = MINERS.spawn_each(
+        tproxy.sv1_addr(),
+        &[Dialect::Cgminer, Dialect::Bitaxe],
+        &shutdown,
+    );
     let deadline = Instant::now() + Duration::from_secs(80);
     let mut height = start;
     while height < start + 3 {
@@ -101,8 +79,7 @@ async fn run() -> anyhow::Result<()> {
         height = node.tip().await?.0;
     }
     for h in start + 1..=height {
-        let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
-        let block = node.block(&hash).await?;
+        let block = block_at(&node, h).await?;
         assert!(
             block.txdata[0]
                 .output

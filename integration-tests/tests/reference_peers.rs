@@ -9,16 +9,14 @@
 
 use std::time::{Duration, Instant};
 
-use bitcoin::BlockHash;
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::init_tracing;
+use integration_tests::support::{block_at, init_tracing, with_timeout, MinerSpec};
 use integration_tests::sv2_peers::{
     sv2_bin_dir, PoolSv2, PoolSv2Config, TemplateSource, TranslatorSv2, TranslatorSv2Config,
     POOL_BLOCK_FOUND_LOG,
 };
 use integration_tests::wallet::TestWallet;
-use serde_json::json;
-use sv1_miner::{Dialect, MinerConfig, MinerHandle};
+use sv1_miner::{Dialect, MinerHandle};
 use tokio_util::sync::CancellationToken;
 
 /// The whole test, set-up included.
@@ -33,17 +31,11 @@ const HASHRATE: f64 = 20_000.0;
 const SHARES_PER_MINUTE: f32 = 20.0;
 /// `bitcoin-node`'s IPC `createNewBlock` fails below height 17 on regtest: start well above it.
 const PREMINE: u64 = 110;
-
-fn miner(
-    addr: std::net::SocketAddr,
-    dialect: Dialect,
-    shutdown: &CancellationToken,
-) -> MinerHandle {
-    let config = MinerConfig::new(addr, format!("farm.{dialect}"), dialect)
-        .with_suggest_difficulty(1e-4)
-        .with_max_hashrate(HASHRATE);
-    sv1_miner::spawn(config, shutdown.clone())
-}
+const MINERS: MinerSpec = MinerSpec {
+    worker_prefix: "farm",
+    difficulty: 1e-4,
+    hashrate: HASHRATE,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_pool_and_translator_mine_blocks_on_an_ipc_node() -> anyhow::Result<()> {
@@ -51,9 +43,7 @@ async fn reference_pool_and_translator_mine_blocks_on_an_ipc_node() -> anyhow::R
     // First, so a missing build fails at once with the instructions (CI runs sv2-peers.sh first).
     let bin_dir = sv2_bin_dir()?;
     eprintln!("SV2 reference binaries from {}", bin_dir.display());
-    tokio::time::timeout(TEST_TIMEOUT, run())
-        .await
-        .map_err(|_| anyhow::anyhow!("test timed out after {TEST_TIMEOUT:?}"))?
+    with_timeout(TEST_TIMEOUT, run()).await
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -61,68 +51,17 @@ async fn run() -> anyhow::Result<()> {
     let node = BitcoinNode::start(NodeKind::BitcoinNodeIpc).await?;
     node.mine_to(PREMINE, TestWallet::new().address()).await?;
     eprintln!("[{:>5.1?}] node up at height {PREMINE}", t0.elapsed());
-
-    let payout = TestWallet::new();
-    let pool = PoolSv2::start(PoolSv2Config::new(
-        TemplateSource::ipc(&node),
-        payout.address(),
-    ))
-    .await?;
-    eprintln!(
-        "[{:>5.1?}] pool_sv2 ready: mining {}, JDS {:?}, authority {}",
-        t0.elapsed(),
-        pool.listen_addr(),
-        pool.jds_addr(),
-        pool.authority_public_key()
-    );
-    assert!(pool.jds_addr().is_some(), "the embedded JDS is on with IPC");
-
-    let tproxy = TranslatorSv2::start(
-        TranslatorSv2Config::new(&pool).with_miner_hashrate(HASHRATE, SHARES_PER_MINUTE),
-    )
-    .await?;
-    eprintln!(
-        "[{:>5.1?}] translator_sv2 ready: SV1 on {}",
-        t0.elapsed(),
-        tproxy.sv1_addr()
-    );
+    let (pool, tproxy) = start_peers(&node, t0).await?;
 
     let (start_height, _) = node.tip().await?;
     let shutdown = CancellationToken::new();
     let _cancel_on_exit = shutdown.clone().drop_guard();
     let miners: Vec<(Dialect, MinerHandle)> = [Dialect::Cgminer, Dialect::Bitaxe]
         .into_iter()
-        .map(|d| (d, miner(tproxy.sv1_addr(), d, &shutdown)))
+        .map(|d| (d, MINERS.spawn(tproxy.sv1_addr(), d, &shutdown)))
         .collect();
-
-    // Wait for the chain to rise and for both miners to have had shares accepted.
-    let deadline = Instant::now() + MINING_TIMEOUT;
     let mining_started = Instant::now();
-    loop {
-        pool.ensure_running()?;
-        tproxy.ensure_running()?;
-        let height = node.tip().await?.0;
-        let all_accepted = miners
-            .iter()
-            .all(|(_, m)| m.stats.snapshot().shares_accepted >= 1);
-        if height >= start_height + BLOCKS_WANTED && all_accepted {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let stats: Vec<_> = miners
-                .iter()
-                .map(|(d, m)| (d.to_string(), m.stats.snapshot()))
-                .collect();
-            anyhow::bail!(
-                "after {MINING_TIMEOUT:?}: height {height} (started at {start_height}, wanted \
-                 +{BLOCKS_WANTED}); miners {stats:#?}\n--- pool log tail ---\n{}\n--- \
-                 translator log tail ---\n{}",
-                pool.log_tail(),
-                tproxy.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_blocks(&node, &pool, &tproxy, &miners, start_height).await?;
     let mining_took = mining_started.elapsed();
     shutdown.cancel();
     for (_, m) in &miners {
@@ -134,35 +73,7 @@ async fn run() -> anyhow::Result<()> {
         .await;
     }
 
-    // Every block above the starting tip came through the pool: its coinbase pays the pool's
-    // configured output.
-    let (tip, _) = node.tip().await?;
-    let pool_script = pool.coinbase_script().clone();
-    for h in start_height + 1..=tip {
-        let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
-        let block = node.block(&hash).await?;
-        let coinbase = &block.txdata[0];
-        let paid = coinbase
-            .output
-            .iter()
-            .filter(|o| o.script_pubkey == pool_script)
-            .map(|o| o.value)
-            .sum::<bitcoin::Amount>();
-        assert!(
-            paid > bitcoin::Amount::ZERO,
-            "block {h} {hash}: coinbase outputs {:?} do not pay the pool's {pool_script:?}",
-            coinbase.output
-        );
-        let tag = pool.config().pool_signature.as_bytes();
-        assert!(
-            coinbase.input[0]
-                .script_sig
-                .as_bytes()
-                .windows(tag.len())
-                .any(|w| w == tag),
-            "block {h}: coinbase scriptSig carries the pool signature"
-        );
-    }
+    let tip = check_blocks_pay_the_pool(&node, &pool, start_height).await?;
     let found = pool.log_count(POOL_BLOCK_FOUND_LOG);
     assert!(
         found as u64 >= tip - start_height,
@@ -190,4 +101,106 @@ async fn run() -> anyhow::Result<()> {
     drop(pool);
     node.stop().await?;
     Ok(())
+}
+
+/// The pool on `node` (embedded JDS on), and the translator in front of it.
+async fn start_peers(node: &BitcoinNode, t0: Instant) -> anyhow::Result<(PoolSv2, TranslatorSv2)> {
+    let payout = TestWallet::new();
+    let pool = PoolSv2::start(PoolSv2Config::new(
+        TemplateSource::ipc(node),
+        payout.address(),
+    ))
+    .await?;
+    eprintln!(
+        "[{:>5.1?}] pool_sv2 ready: mining {}, JDS {:?}, authority {}",
+        t0.elapsed(),
+        pool.listen_addr(),
+        pool.jds_addr(),
+        pool.authority_public_key()
+    );
+    assert!(pool.jds_addr().is_some(), "the embedded JDS is on with IPC");
+
+    let tproxy = TranslatorSv2::start(
+        TranslatorSv2Config::new(&pool).with_miner_hashrate(HASHRATE, SHARES_PER_MINUTE),
+    )
+    .await?;
+    eprintln!(
+        "[{:>5.1?}] translator_sv2 ready: SV1 on {}",
+        t0.elapsed(),
+        tproxy.sv1_addr()
+    );
+    Ok((pool, tproxy))
+}
+
+/// Waits for the chain to rise and for every miner to have had shares accepted.
+async fn wait_for_blocks(
+    node: &BitcoinNode,
+    pool: &PoolSv2,
+    tproxy: &TranslatorSv2,
+    miners: &[(Dialect, MinerHandle)],
+    start_height: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + MINING_TIMEOUT;
+    loop {
+        pool.ensure_running()?;
+        tproxy.ensure_running()?;
+        let height = node.tip().await?.0;
+        let all_accepted = miners
+            .iter()
+            .all(|(_, m)| m.stats.snapshot().shares_accepted >= 1);
+        if height >= start_height + BLOCKS_WANTED && all_accepted {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let stats: Vec<_> = miners
+                .iter()
+                .map(|(d, m)| (d.to_string(), m.stats.snapshot()))
+                .collect();
+            anyhow::bail!(
+                "after {MINING_TIMEOUT:?}: height {height} (started at {start_height}, wanted \
+                 +{BLOCKS_WANTED}); miners {stats:#?}\n--- pool log tail ---\n{}\n--- \
+                 translator log tail ---\n{}",
+                pool.log_tail(),
+                tproxy.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every block above the starting tip came through the pool: its coinbase pays the pool's
+/// configured output. Returns the tip height.
+async fn check_blocks_pay_the_pool(
+    node: &BitcoinNode,
+    pool: &PoolSv2,
+    start_height: u64,
+) -> anyhow::Result<u64> {
+    let (tip, _) = node.tip().await?;
+    let pool_script = pool.coinbase_script().clone();
+    for h in start_height + 1..=tip {
+        let block = block_at(node, h).await?;
+        let hash = block.block_hash();
+        let coinbase = &block.txdata[0];
+        let paid = coinbase
+            .output
+            .iter()
+            .filter(|o| o.script_pubkey == pool_script)
+            .map(|o| o.value)
+            .sum::<bitcoin::Amount>();
+        assert!(
+            paid > bitcoin::Amount::ZERO,
+            "block {h} {hash}: coinbase outputs {:?} do not pay the pool's {pool_script:?}",
+            coinbase.output
+        );
+        let tag = pool.config().pool_signature.as_bytes();
+        assert!(
+            coinbase.input[0]
+                .script_sig
+                .as_bytes()
+                .windows(tag.len())
+                .any(|w| w == tag),
+            "block {h}: coinbase scriptSig carries the pool signature"
+        );
+    }
+    Ok(tip)
 }

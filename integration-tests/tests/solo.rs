@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use bitcoin::{Amount, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::{
-    blocks_above, init_tracing, solo_config, start_proxy, wait_until, with_timeout,
+use integration_tests::support::{
+    blocks_above, init_tracing, solo_config, start_proxy, wait_until, with_timeout, MinerSpec,
 };
 use integration_tests::wallet::TestWallet;
 use serde_json::{json, Value};
-use sv1_miner::{Dialect, MinerConfig, MinerEvent, MinerHandle};
+use sv1_miner::{Dialect, MinerEvent, MinerHandle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -19,17 +19,11 @@ use tokio_util::sync::CancellationToken;
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 /// A CPU miner at this rate finds a share at the test difficulty about once a second.
 const HASHRATE: f64 = 25_000.0;
-
-fn miner(
-    addr: std::net::SocketAddr,
-    dialect: Dialect,
-    shutdown: &CancellationToken,
-) -> MinerHandle {
-    let config = MinerConfig::new(addr, format!("farm.{dialect}"), dialect)
-        .with_suggest_difficulty(5e-6)
-        .with_max_hashrate(HASHRATE);
-    sv1_miner::spawn(config, shutdown.clone())
-}
+const MINERS: MinerSpec = MinerSpec {
+    worker_prefix: "farm",
+    difficulty: 5e-6,
+    hashrate: HASHRATE,
+};
 
 /// Outcomes 1 and 4: every dialect mines through the proxy; the node accepts the blocks; the
 /// coinbase pays the configured address; version-rolling miners' blocks are among them.
@@ -48,7 +42,7 @@ async fn every_dialect_mines_blocks_the_node_accepts() -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let miners: Vec<(Dialect, MinerHandle)> = Dialect::ALL
             .iter()
-            .map(|&d| (d, miner(proxy.local_addr(), d, &shutdown)))
+            .map(|&d| (d, MINERS.spawn(proxy.local_addr(), d, &shutdown)))
             .collect();
         let all_found = wait_until(Duration::from_secs(90), || async {
             miners
@@ -138,20 +132,7 @@ async fn mempool_transactions_are_mined() -> anyhow::Result<()> {
 
         let fee = Amount::from_sat(2_000);
         let parent = wallet.send_self(&node, fee).await?;
-        let parent_out = wallet
-            .utxos()
-            .iter()
-            .find(|u| u.outpoint.txid == parent)
-            .cloned()
-            .expect("parent output");
-        let child = wallet
-            .send_with_inputs(
-                &node,
-                &[parent_out.outpoint],
-                &[(wallet.script_pubkey().clone(), parent_out.value - fee)],
-                fee,
-            )
-            .await?;
+        let child = wallet.send_child(&node, parent, fee).await?;
         let other = wallet.send_self(&node, fee).await?;
         let wanted: HashSet<Txid> = [parent, child, other].into();
         let mempool: Vec<Txid> = node.rpc_as("getrawmempool", json!([])).await?;
@@ -161,10 +142,11 @@ async fn mempool_transactions_are_mined() -> anyhow::Result<()> {
         );
 
         let shutdown = CancellationToken::new();
-        let _miners: Vec<MinerHandle> = [Dialect::Cgminer, Dialect::Bitaxe]
-            .iter()
-            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
-            .collect();
+        let _miners = MINERS.spawn_each(
+            proxy.local_addr(),
+            &[Dialect::Cgminer, Dialect::Bitaxe],
+            &shutdown,
+        );
         let mut mined = HashSet::new();
         let deadline = Instant::now() + Duration::from_secs(90);
         while mined.len() < wanted.len() && Instant::now() < deadline {
@@ -172,7 +154,7 @@ async fn mempool_transactions_are_mined() -> anyhow::Result<()> {
                 mined.extend(
                     b.txdata
                         .iter()
-                        .map(|t| t.compute_txid())
+                        .map(bitcoin::Transaction::compute_txid)
                         .filter(|t| wanted.contains(t)),
                 );
             }
@@ -211,10 +193,8 @@ async fn external_tip_moves_every_miner_to_a_clean_job() -> anyhow::Result<()> {
         let proxy = start_proxy(raw).await?;
 
         let shutdown = CancellationToken::new();
-        let mut miners: Vec<MinerHandle> = Dialect::ALL
-            .iter()
-            .map(|&d| sv1_miner::spawn(MinerConfig::new(proxy.local_addr(), format!("w.{d}"), d).with_suggest_difficulty(1000.0).with_max_hashrate(1000.0), shutdown.clone()))
-            .collect();
+        let idle = MinerSpec { worker_prefix: "w", difficulty: 1000.0, hashrate: 1000.0 };
+        let mut miners = idle.spawn_each(proxy.local_addr(), &Dialect::ALL, &shutdown);
         // Everyone has work first.
         for m in &mut miners {
             loop {
@@ -325,7 +305,7 @@ async fn misbehaving_clients_are_answered_or_cut_off_alone() -> anyhow::Result<(
         let addr = proxy.local_addr();
 
         let shutdown = CancellationToken::new();
-        let honest = miner(addr, Dialect::Cgminer, &shutdown);
+        let honest = MINERS.spawn(addr, Dialect::Cgminer, &shutdown);
         assert!(wait_until(Duration::from_secs(30), || async { honest.stats.snapshot().shares_accepted >= 1 }).await, "honest miner mines");
 
         // Garbage: cut off.

@@ -4,73 +4,26 @@
 
 use std::time::{Duration, Instant};
 
-use bitcoin::{Amount, BlockHash, Txid};
+use bitcoin::{Amount, Txid};
 use integration_tests::node::{BitcoinNode, NodeKind};
-use integration_tests::proxy::{init_tracing, solo_config, start_proxy, with_timeout};
+use integration_tests::support::{
+    block_at, init_tracing, provider_config, provider_link, solo_config, start_provider,
+    start_proxy, with_timeout, MinerSpec,
+};
 use integration_tests::wallet::TestWallet;
-use jd_proxy::config::raw::RawTemplateProvider;
 use serde_json::json;
-use sv1_miner::{Dialect, MinerConfig, MinerHandle};
-use template_provider::config::RawNode;
-use template_provider::server::{Provider, ProviderConfig, RawProviderConfig, RawServer};
-use template_provider::sv2::AuthorityKeypair;
-use template_provider::template::policy::PolicyConfig;
+use sv1_miner::{Dialect, MinerHandle};
+use sv2_wire::AuthorityKeypair;
+use template_provider::policy::PolicyConfig;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
-
-async fn start_provider(
-    node: &BitcoinNode,
-    keys: &AuthorityKeypair,
-    blocks: &std::path::Path,
-) -> anyhow::Result<Provider> {
-    start_provider_with_policy(node, keys, blocks, Default::default()).await
-}
-
-async fn start_provider_with_policy(
-    node: &BitcoinNode,
-    keys: &AuthorityKeypair,
-    blocks: &std::path::Path,
-    policy: PolicyConfig,
-) -> anyhow::Result<Provider> {
-    let raw = RawProviderConfig {
-        network: Some("regtest".into()),
-        node: RawNode {
-            rpc_url: Some(node.rpc_url()),
-            cookie_file: Some(node.cookie_file()),
-            long_poll_secs: Some(5),
-            ..Default::default()
-        },
-        server: RawServer {
-            listen: Some("127.0.0.1:0".into()),
-            authority_public_key: Some(keys.public().to_string()),
-            authority_secret_key: Some(keys.secret_string()),
-            blocks_dir: Some(blocks.to_path_buf()),
-            ..Default::default()
-        },
-        policy,
-    };
-    Provider::start(ProviderConfig::from_raw(raw)?).await
-}
-
-fn miner(
-    addr: std::net::SocketAddr,
-    dialect: Dialect,
-    shutdown: &CancellationToken,
-) -> MinerHandle {
-    sv1_miner::spawn(
-        MinerConfig::new(addr, format!("tp.{dialect}"), dialect)
-            .with_suggest_difficulty(5e-6)
-            .with_max_hashrate(25_000.0),
-        shutdown.clone(),
-    )
-}
-
-async fn block_at(node: &BitcoinNode, h: u64) -> anyhow::Result<bitcoin::Block> {
-    let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
-    node.block(&hash).await
-}
+const MINERS: MinerSpec = MinerSpec {
+    worker_prefix: "tp",
+    difficulty: 5e-6,
+    hashrate: 25_000.0,
+};
 
 /// Outcome 2 (and 5): jd-proxy mining through an external template provider gets its blocks
 /// accepted, with the node's mempool transactions in them; garbage and wrong messages from
@@ -84,15 +37,12 @@ async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
         wallet.fund(&node, 120).await?;
         let tp_dir = tempfile::tempdir()?;
         let keys = AuthorityKeypair::generate();
-        let provider = start_provider(&node, &keys, tp_dir.path()).await?;
+        let provider = start_provider(provider_config(&node, &keys, tp_dir.path())).await?;
 
         let payout = TestWallet::new();
         let dir = tempfile::tempdir()?;
         let mut raw = solo_config(&node, payout.address(), dir.path());
-        raw.template_provider = Some(RawTemplateProvider {
-            address: Some(provider.local_addr().to_string()),
-            authority_public_key: Some(keys.public().to_string()),
-        });
+        raw.template_provider = Some(provider_link(&provider, keys.public()));
         let proxy = start_proxy(raw).await?;
         let (start, _) = node.tip().await?;
 
@@ -105,10 +55,11 @@ async fn jd_proxy_mines_through_our_template_provider() -> anyhow::Result<()> {
         silent_wrong.write_all(b"GET / HTTP/1.1\r\n\r\n").await?;
 
         let shutdown = CancellationToken::new();
-        let miners: Vec<MinerHandle> = [Dialect::Bitaxe, Dialect::Cgminer]
-            .iter()
-            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
-            .collect();
+        let miners = MINERS.spawn_each(
+            proxy.local_addr(),
+            &[Dialect::Bitaxe, Dialect::Cgminer],
+            &shutdown,
+        );
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut mined_tx = false;
         let mut blocks = 0;
@@ -177,13 +128,13 @@ async fn wrong_authority_key_is_refused() -> anyhow::Result<()> {
         node.mine_to(110, TestWallet::new().address()).await?;
         let tp_dir = tempfile::tempdir()?;
         let keys = AuthorityKeypair::generate();
-        let provider = start_provider(&node, &keys, tp_dir.path()).await?;
+        let provider = start_provider(provider_config(&node, &keys, tp_dir.path())).await?;
         let dir = tempfile::tempdir()?;
         let mut raw = solo_config(&node, TestWallet::new().address(), dir.path());
-        raw.template_provider = Some(RawTemplateProvider {
-            address: Some(provider.local_addr().to_string()),
-            authority_public_key: Some(AuthorityKeypair::generate().public().to_string()),
-        });
+        raw.template_provider = Some(provider_link(
+            &provider,
+            AuthorityKeypair::generate().public(),
+        ));
         let err = start_proxy(raw)
             .await
             .expect_err("a provider signed by another key is refused");
@@ -209,20 +160,7 @@ async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::R
         wallet.fund(&node, 125).await?;
         let fee = Amount::from_sat(3_000);
         let excluded = wallet.send_self(&node, fee).await?;
-        let out = wallet
-            .utxos()
-            .iter()
-            .find(|u| u.outpoint.txid == excluded)
-            .cloned()
-            .expect("parent output");
-        let child = wallet
-            .send_with_inputs(
-                &node,
-                &[out.outpoint],
-                &[(wallet.script_pubkey().clone(), out.value - fee)],
-                fee,
-            )
-            .await?;
+        let child = wallet.send_child(&node, excluded, fee).await?;
         let kept = wallet.send_self(&node, fee).await?;
 
         let tp_dir = tempfile::tempdir()?;
@@ -231,21 +169,21 @@ async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::R
             exclude_txids: vec![excluded.to_string()],
             ..Default::default()
         };
-        let provider = start_provider_with_policy(&node, &keys, tp_dir.path(), policy).await?;
+        let mut provider_raw = provider_config(&node, &keys, tp_dir.path());
+        provider_raw.policy = policy;
+        let provider = start_provider(provider_raw).await?;
         let payout = TestWallet::new();
         let dir = tempfile::tempdir()?;
         let mut raw = solo_config(&node, payout.address(), dir.path());
-        raw.template_provider = Some(RawTemplateProvider {
-            address: Some(provider.local_addr().to_string()),
-            authority_public_key: Some(keys.public().to_string()),
-        });
+        raw.template_provider = Some(provider_link(&provider, keys.public()));
         let proxy = start_proxy(raw).await?;
         let (start, _) = node.tip().await?;
         let shutdown = CancellationToken::new();
-        let _miners: Vec<MinerHandle> = [Dialect::Braiins, Dialect::Whatsminer]
-            .iter()
-            .map(|&d| miner(proxy.local_addr(), d, &shutdown))
-            .collect();
+        let _miners: Vec<MinerHandle> = MINERS.spawn_each(
+            proxy.local_addr(),
+            &[Dialect::Braiins, Dialect::Whatsminer],
+            &shutdown,
+        );
 
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut kept_mined = false;
@@ -257,7 +195,11 @@ async fn excluded_transactions_and_their_children_are_never_mined() -> anyhow::R
             kept_mined = false;
             for h in start + 1..=tip {
                 let b = block_at(&node, h).await?;
-                let ids: Vec<Txid> = b.txdata.iter().map(|t| t.compute_txid()).collect();
+                let ids: Vec<Txid> = b
+                    .txdata
+                    .iter()
+                    .map(bitcoin::Transaction::compute_txid)
+                    .collect();
                 assert!(
                     !ids.contains(&excluded),
                     "excluded transaction mined at height {h}"

@@ -1,7 +1,8 @@
-//! The JDS connection: `AllocateMiningJobToken`, `DeclareMiningJob` (answering
+//! One JDS connection: `AllocateMiningJobToken`, `DeclareMiningJob` (answering
 //! `ProvideMissingTransactions` from the template) and `PushSolution`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use binary_sv2::{Seq064K, Str0255, B016M, B0255, B064K, U256};
@@ -17,36 +18,48 @@ use job_declaration_sv2::{
     MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS, MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS_SUCCESS,
     MESSAGE_TYPE_PUSH_SOLUTION,
 };
-use std::sync::Arc;
-
-use template_provider::sv2::client::{open, recv, OpenError};
-use template_provider::sv2::{AuthorityPublicKey, Frame, NoiseWriter, Sv2Error};
-use template_provider::Template;
-use tokio::sync::{mpsc, Mutex};
+use mining_types::{Side, Solution, Template};
+use sv2_wire::{AuthorityPublicKey, Frame, Frames, NoiseWriter, Sv2Error};
+use tokio::sync::Mutex;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-/// Protocol version spoken (the only one there is).
-const VERSION: u16 = 2;
+use crate::Declarable;
+
 /// `SetupConnection` flag: the declaration carries the transaction list (full-template mode).
 pub const DECLARE_TX_DATA: u32 = 0x1;
 
-/// What went wrong with the JDS.
+/// What went wrong with the JDS. Always the JDS's side: see [`JdError::side`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JdError {
-    #[error("job declarator at {address}: {source}")]
-    Open { address: String, source: OpenError },
+    /// The connection failed or broke.
     #[error("job declarator: {0}")]
-    Sv2(#[from] Sv2Error),
+    Wire(#[from] Sv2Error),
+    /// The JDS refused a declaration.
     #[error("job declarator refused the declaration: {code}")]
-    Refused { code: String },
+    Refused {
+        /// Its error code.
+        code: String,
+    },
+    /// No answer in time.
     #[error("job declarator did not answer {what} within {timeout:?}")]
     Timeout {
+        /// The request.
         what: &'static str,
+        /// How long we waited.
         timeout: Duration,
     },
+    /// The JDS said something that makes no sense here.
     #[error("job declarator sent {0}")]
     Protocol(String),
+}
+
+impl JdError {
+    /// The JDS, whatever the failure: failover and logs name it so.
+    pub fn side(&self) -> Side {
+        Side::Jds
+    }
 }
 
 /// A mining job token, as opaque bytes.
@@ -54,6 +67,12 @@ pub enum JdError {
 pub struct Token(Vec<u8>);
 
 impl Token {
+    /// Wraps the JDS's bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Token(bytes)
+    }
+
+    /// The bytes, as `SetCustomMiningJob` carries them.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -72,41 +91,17 @@ impl fmt::Debug for Token {
 /// A fresh token and the outputs the pool wants in the coinbase.
 #[derive(Debug, Clone)]
 pub struct Allocation {
+    /// The token.
     pub token: Token,
+    /// The pool's coinbase outputs; a zero value is filled with what the block leaves.
     pub coinbase_outputs: Vec<TxOut>,
-}
-
-/// One job to declare.
-#[derive(Debug)]
-pub struct Declaration<'a> {
-    pub token: Token,
-    /// The header version the job is mined at (the pool checks the custom job against it).
-    pub version: u32,
-    /// The coinbase's witness serialization up to the extranonce push, and after it.
-    pub coinbase_prefix: Vec<u8>,
-    pub coinbase_suffix: Vec<u8>,
-    /// The transactions; in full-template mode their wtxids are listed and any the JDS lacks
-    /// are sent on request.
-    pub template: &'a Template,
-}
-
-/// A block found on a declared job.
-#[derive(Debug, Clone)]
-pub struct Solution {
-    /// The whole extranonce (the channel's prefix included).
-    pub extranonce: Vec<u8>,
-    pub prev_hash: bitcoin::BlockHash,
-    pub nonce: u32,
-    pub ntime: u32,
-    pub nbits: u32,
-    pub version: u32,
 }
 
 /// One JDS connection.
 #[derive(Debug)]
 pub struct JdClient {
     address: String,
-    frames: mpsc::Receiver<Result<Frame, Sv2Error>>,
+    frames: Frames,
     /// Shared with [`SolutionPusher`]s: a solution never waits for a declaration's answer.
     writer: Arc<Mutex<NoiseWriter>>,
     timeout: Duration,
@@ -120,20 +115,26 @@ pub struct SolutionPusher {
 }
 
 impl SolutionPusher {
-    /// Tells the JDS about a block found on a declared job.
+    /// Tells the JDS about a block found on a declared job: `solution` on `template`, with
+    /// `extranonce` the whole extranonce (the channel's prefix included).
     ///
     /// # Errors
     /// A lost connection.
-    pub async fn push(&self, s: &Solution) -> Result<(), JdError> {
-        let prev = s.prev_hash.to_byte_array();
+    pub async fn push(
+        &self,
+        solution: &Solution,
+        template: &Template,
+        extranonce: &[u8],
+    ) -> Result<(), JdError> {
+        let prev = template.prev_hash.to_byte_array();
         let msg = PushSolution {
-            extranonce: binary_sv2::B032::try_from(&s.extranonce[..])
+            extranonce: binary_sv2::B032::try_from(extranonce)
                 .map_err(|_| JdError::Protocol("extranonce above 32 bytes".into()))?,
             prev_hash: U256::from(&prev),
-            nonce: s.nonce,
-            ntime: s.ntime,
-            nbits: s.nbits,
-            version: s.version,
+            nonce: solution.nonce,
+            ntime: solution.ntime,
+            nbits: template.bits.to_consensus(),
+            version: solution.version.to_consensus() as u32,
         };
         self.writer
             .lock()
@@ -144,19 +145,15 @@ impl SolutionPusher {
     }
 }
 
-fn decode<'a, T: binary_sv2::Deserialize<'a>>(
-    frame: &'a mut Frame,
-    what: &str,
-) -> Result<T, JdError> {
-    binary_sv2::from_bytes(&mut frame.payload)
-        .map_err(|e| JdError::Protocol(format!("an undecodable {what}: {e:?}")))
+fn decode<'a, T: binary_sv2::Deserialize<'a>>(frame: &'a mut Frame) -> Result<T, JdError> {
+    frame.decode().map_err(JdError::from)
 }
 
 impl JdClient {
     /// Connects (pinning `authority`; `connect_timeout` for TCP, handshake and setup, `timeout`
     /// for every answer after that) and sets up declaration: full-template mode when
     /// `declare_tx_data`, coinbase-only mode otherwise (tokens only; the pool never sees the
-    /// transactions).
+    /// transactions). The connection's reader runs on `tracker`.
     ///
     /// # Errors
     /// Unreachable, wrong key, or a refused setup (a JDS that supports only the other mode
@@ -165,27 +162,24 @@ impl JdClient {
         address: &str,
         authority: AuthorityPublicKey,
         declare_tx_data: bool,
-        connect_timeout: Duration,
-        timeout: Duration,
+        (connect_timeout, timeout): (Duration, Duration),
+        tracker: &TaskTracker,
     ) -> Result<JdClient, JdError> {
-        let client = open(
+        let flags = if declare_tx_data { DECLARE_TX_DATA } else { 0 };
+        let conn = sv2_wire::open(
             address,
             authority,
             Protocol::JobDeclarationProtocol,
-            VERSION,
-            if declare_tx_data { DECLARE_TX_DATA } else { 0 },
+            flags,
             connect_timeout,
+            tracker,
         )
-        .await
-        .map_err(|source| JdError::Open {
-            address: address.to_owned(),
-            source,
-        })?;
+        .await?;
         info!(%address, "job declarator connected");
         Ok(JdClient {
             address: address.to_owned(),
-            frames: client.frames,
-            writer: Arc::new(Mutex::new(client.writer)),
+            frames: conn.frames,
+            writer: Arc::new(Mutex::new(conn.writer)),
             timeout,
             next_request: 1,
         })
@@ -223,12 +217,12 @@ impl JdClient {
     }
 
     async fn recv(&mut self, what: &'static str) -> Result<Frame, JdError> {
-        recv(&mut self.frames, self.timeout)
+        self.frames
+            .recv_timeout(self.timeout)
             .await
             .map_err(|e| match e {
-                OpenError::Timeout(timeout) => JdError::Timeout { what, timeout },
-                OpenError::Sv2(e) => JdError::Sv2(e),
-                other => JdError::Protocol(other.to_string()),
+                Sv2Error::Timeout(timeout) => JdError::Timeout { what, timeout },
+                other => JdError::Wire(other),
             })
     }
 
@@ -254,7 +248,7 @@ impl JdClient {
                 );
                 continue;
             }
-            let ok: AllocateMiningJobTokenSuccess = decode(&mut frame, "token")?;
+            let ok: AllocateMiningJobTokenSuccess = decode(&mut frame)?;
             if ok.request_id != request_id {
                 continue;
             }
@@ -269,14 +263,14 @@ impl JdClient {
         }
     }
 
-    /// Declares a job and returns the token its `SetCustomMiningJob` must carry. Transactions
-    /// the JDS asks for are sent from the template.
+    /// Declares `job` under `token` and returns the token its `SetCustomMiningJob` must carry.
+    /// Transactions the JDS asks for are sent from the template.
     ///
     /// # Errors
     /// [`JdError::Refused`] with the JDS's error code, or a transport failure.
-    pub async fn declare(&mut self, d: &Declaration<'_>) -> Result<Token, JdError> {
+    pub async fn declare(&mut self, job: &Declarable, token: &Token) -> Result<Token, JdError> {
         let request_id = self.request_id();
-        let wtxids: Vec<[u8; 32]> = d
+        let wtxids: Vec<[u8; 32]> = job
             .template
             .txs
             .iter()
@@ -285,11 +279,11 @@ impl JdClient {
         let too_big = |what: &str| JdError::Protocol(format!("{what} too large to declare"));
         let msg = DeclareMiningJob {
             request_id,
-            mining_job_token: B0255::try_from(d.token.as_bytes()).map_err(|_| too_big("token"))?,
-            version: d.version,
-            coinbase_tx_prefix: B064K::try_from(&d.coinbase_prefix[..])
+            mining_job_token: B0255::try_from(token.as_bytes()).map_err(|_| too_big("token"))?,
+            version: job.version.to_consensus() as u32,
+            coinbase_tx_prefix: B064K::try_from(&job.coinbase_prefix[..])
                 .map_err(|_| too_big("coinbase"))?,
-            coinbase_tx_suffix: B064K::try_from(&d.coinbase_suffix[..])
+            coinbase_tx_suffix: B064K::try_from(&job.coinbase_suffix[..])
                 .map_err(|_| too_big("coinbase"))?,
             wtxid_list: Seq064K::new(wtxids.iter().map(U256::from).collect())
                 .map_err(|_| too_big("transaction list"))?,
@@ -300,13 +294,13 @@ impl JdClient {
             let mut frame = self.recv("DeclareMiningJob").await?;
             match frame.msg_type {
                 MESSAGE_TYPE_DECLARE_MINING_JOB_SUCCESS => {
-                    let ok: DeclareMiningJobSuccess = decode(&mut frame, "declaration success")?;
+                    let ok: DeclareMiningJobSuccess = decode(&mut frame)?;
                     if ok.request_id == request_id {
                         return Ok(Token(ok.new_mining_job_token.as_bytes().to_vec()));
                     }
                 }
                 MESSAGE_TYPE_DECLARE_MINING_JOB_ERROR => {
-                    let err: DeclareMiningJobError = decode(&mut frame, "declaration error")?;
+                    let err: DeclareMiningJobError = decode(&mut frame)?;
                     if err.request_id == request_id {
                         return Err(JdError::Refused {
                             code: err.error_code.as_utf8_or_hex(),
@@ -314,35 +308,39 @@ impl JdClient {
                     }
                 }
                 MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS => {
-                    let ask: ProvideMissingTransactions = decode(&mut frame, "missing-tx request")?;
-                    let txs = &d.template.txs;
-                    let mut list = Vec::with_capacity(ask.unknown_tx_position_list.len());
-                    for &pos in ask.unknown_tx_position_list.iter() {
-                        let tx = txs.get(usize::from(pos)).ok_or_else(|| {
-                            JdError::Protocol(format!(
-                                "a request for transaction {pos} of {}",
-                                txs.len()
-                            ))
-                        })?;
-                        list.push(
-                            B016M::try_from(&tx.data[..]).map_err(|_| too_big("transaction"))?,
-                        );
-                    }
-                    info!(
-                        count = list.len(),
-                        request = ask.request_id,
-                        "job declarator asked for transactions it lacks; sending them"
-                    );
-                    let reply = ProvideMissingTransactionsSuccess {
-                        request_id: ask.request_id,
-                        transaction_list: Seq064K::new(list)
-                            .map_err(|_| too_big("transaction list"))?,
-                    };
-                    self.send(reply, MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS_SUCCESS)
-                        .await?;
+                    let ask: ProvideMissingTransactions = decode(&mut frame)?;
+                    self.provide_missing(&ask, &job.template).await?;
                 }
                 other => debug!(msg_type = other, "ignored while declaring"),
             }
         }
+    }
+
+    /// Answers a `ProvideMissingTransactions` from the template being declared.
+    async fn provide_missing(
+        &self,
+        ask: &ProvideMissingTransactions<'_>,
+        template: &Template,
+    ) -> Result<(), JdError> {
+        let too_big = |what: &str| JdError::Protocol(format!("{what} too large to send"));
+        let txs = &template.txs;
+        let mut list = Vec::with_capacity(ask.unknown_tx_position_list.len());
+        for &pos in ask.unknown_tx_position_list.iter() {
+            let tx = txs.get(usize::from(pos)).ok_or_else(|| {
+                JdError::Protocol(format!("a request for transaction {pos} of {}", txs.len()))
+            })?;
+            list.push(B016M::try_from(&tx.data[..]).map_err(|_| too_big("transaction"))?);
+        }
+        info!(
+            count = list.len(),
+            request = ask.request_id,
+            "job declarator asked for transactions it lacks; sending them"
+        );
+        let reply = ProvideMissingTransactionsSuccess {
+            request_id: ask.request_id,
+            transaction_list: Seq064K::new(list).map_err(|_| too_big("transaction list"))?,
+        };
+        self.send(reply, MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS_SUCCESS)
+            .await
     }
 }

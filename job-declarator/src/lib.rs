@@ -2,16 +2,39 @@
 //! which block it is about to mine, and gets the token the pool's mining connection wants for
 //! that job (`SetCustomMiningJob`).
 //!
-//! One [`JdClient`] per JDS connection; requests run one at a time, so a declaration's
-//! `ProvideMissingTransactions` round trip is answered in line.
+//! - [`queue`]: which job to declare next, and what to do with each answer. Pure: no I/O.
+//! - [`client`]: one JDS connection (`AllocateMiningJobToken`, `DeclareMiningJob` with
+//!   `ProvideMissingTransactions` answered in line, `PushSolution`).
+//! - [`declarer`]: the task that drives the queue over the client, so declaring never holds up
+//!   a pool link's shares.
+
+#![warn(missing_docs)]
 
 pub mod client;
+pub mod declarer;
+pub mod queue;
 
-pub use client::{Allocation, Declaration, JdClient, JdError, Solution, SolutionPusher, Token};
+use std::sync::Arc;
 
-use template_provider::Template;
+use bitcoin::block;
+use mining_types::{JobId, Template};
 
-/// The wtxids a full-template `DeclareMiningJob` lists, in block order.
-pub fn declared_wtxids(template: &Template) -> Vec<bitcoin::Wtxid> {
-    template.txs.iter().map(|t| t.wtxid).collect()
+pub use client::{Allocation, JdClient, JdError, SolutionPusher, Token};
+pub use declarer::{Declarer, Event, Mode};
+pub use queue::DeclarationQueue;
+
+/// What a job declaration needs of a job.
+#[derive(Debug, Clone)]
+pub struct Declarable {
+    /// Our job id; the answer names it.
+    pub id: JobId,
+    /// The header version the job is mined at (the pool checks the custom job against it).
+    pub version: block::Version,
+    /// The coinbase's witness serialization up to the extranonce push, and after it.
+    pub coinbase_prefix: Vec<u8>,
+    /// See [`coinbase_prefix`](Self::coinbase_prefix).
+    pub coinbase_suffix: Vec<u8>,
+    /// The transactions; in full-template mode their wtxids are listed and any the JDS lacks
+    /// are sent on request.
+    pub template: Arc<Template>,
 }

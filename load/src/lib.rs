@@ -3,11 +3,13 @@
 //! new tip fast, and check shares at a high rate.
 //!
 //! - [`client`]: one task per simulated miner (no thread, a borrowed-JSON line parser);
+//! - [`driver`]: one run, phase by phase: ramp, share phase, tips, and the report;
 //! - [`node`]: mines a block through the node's RPC and reads the node's own time of the tip;
 //! - [`histogram`], [`procfs`], [`report`]: the figures;
 //! - [`synth_gbt`]: a synthetic full-size `getblocktemplate` reply, for benchmarks.
 
 pub mod client;
+pub mod driver;
 pub mod histogram;
 pub mod node;
 pub mod procfs;

@@ -180,7 +180,39 @@ impl fmt::Display for Report {
             if self.ramp_per_sec > 0.0 { format!("{}", self.ramp_per_sec) } else { "unlimited".into() },
             self.tool_threads
         )?;
-        let c = &self.connect;
+        self.connect.write_text(f)?;
+        for (i, t) in self.tips.iter().enumerate() {
+            t.write_text(f, i + 1)?;
+        }
+        if let Some(t) = &self.tips_all {
+            t.write_text(f)?;
+        }
+        if let Some(s) = &self.shares {
+            s.write_text(f)?;
+        }
+        self.messages.write_text(f)?;
+        writeln!(
+            f,
+            "served:    {} of {} requested miners got subscribed, authorized and a job",
+            self.connect.connected, self.connections_requested
+        )?;
+        if let Some(s) = &self.server_process {
+            s.write_text(f)?;
+        }
+        for p in &self.peer_processes {
+            p.write_text(f)?;
+        }
+        writeln!(
+            f,
+            "tool:      RSS {} KiB, CPU {:.2} s, open-file limit {}",
+            self.tool_process.memory.rss_kib, self.tool_process.cpu_s, self.nofile_limit
+        )
+    }
+}
+
+impl ConnectReport {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self;
         writeln!(
             f,
             "connect:   {} mining, {} failed in {:.2} s; {} dropped later; {} live at the end",
@@ -193,98 +225,127 @@ impl fmt::Display for Report {
             writeln!(f, "           dropped: {r}: {n}")?;
         }
         writeln!(f, "           tcp connect {}", ms(&c.tcp_connect))?;
-        writeln!(f, "           connect to first job {}", ms(&c.handshake))?;
-        for (i, t) in self.tips.iter().enumerate() {
+        writeln!(f, "           connect to first job {}", ms(&c.handshake))
+    }
+}
+
+/// The latency lines of one tip or of all tips, most precise reference first.
+fn write_references(
+    f: &mut fmt::Formatter<'_>,
+    from_node_log: Option<&Summary>,
+    from_node_notify: Option<&Summary>,
+    from_rpc_return: &Summary,
+) -> fmt::Result {
+    if let Some(s) = from_node_log {
+        writeln!(f, "           from node UpdateTip log:  {}", ms(s))?;
+    }
+    if let Some(s) = from_node_notify {
+        writeln!(f, "           from node waitfornewblock: {}", ms(s))?;
+    }
+    writeln!(
+        f,
+        "           from RPC return:           {}",
+        ms(from_rpc_return)
+    )
+}
+
+impl TipReport {
+    /// `number` counts tips from 1.
+    fn write_text(&self, f: &mut fmt::Formatter<'_>, number: usize) -> fmt::Result {
+        let t = self;
+        writeln!(
+            f,
+            "tip {}:     {} reached {}/{} miners ({} not clean); generate took {:.0} ms",
+            number,
+            &t.hash[..16.min(t.hash.len())],
+            t.miners_reached,
+            t.miners_expected,
+            t.not_clean,
+            t.generate_ms
+        )?;
+        write_references(
+            f,
+            t.from_node_log.as_ref(),
+            t.from_node_notify.as_ref(),
+            &t.from_rpc_return,
+        )?;
+        if let (Some(s), Some(c)) = (t.server_cpu_ms, t.tool_cpu_ms) {
             writeln!(
                 f,
-                "tip {}:     {} reached {}/{} miners ({} not clean); generate took {:.0} ms",
-                i + 1,
-                &t.hash[..16.min(t.hash.len())],
-                t.miners_reached,
-                t.miners_expected,
-                t.not_clean,
-                t.generate_ms
-            )?;
-            if let Some(s) = &t.from_node_log {
-                writeln!(f, "           from node UpdateTip log:  {}", ms(s))?;
-            }
-            if let Some(s) = &t.from_node_notify {
-                writeln!(f, "           from node waitfornewblock: {}", ms(s))?;
-            }
-            writeln!(
-                f,
-                "           from RPC return:           {}",
-                ms(&t.from_rpc_return)
-            )?;
-            if let (Some(s), Some(c)) = (t.server_cpu_ms, t.tool_cpu_ms) {
-                writeln!(
-                    f,
-                    "           CPU until the last miner had it: server {s:.1} ms ({:.1} us per miner), tool {c:.1} ms{}",
-                    s * 1000.0 / t.miners_reached.max(1) as f64,
-                    t.peer_cpu_ms.map_or(String::new(), |p| format!(", peers {p:.1} ms"))
-                )?;
-            }
-        }
-        if let Some(t) = &self.tips_all {
-            writeln!(
-                f,
-                "all tips:  {} tips, {} miner notifications, {} missed",
-                t.tips, t.miners_reached, t.missed
-            )?;
-            if let Some(s) = &t.from_node_log {
-                writeln!(f, "           from node UpdateTip log:  {}", ms(s))?;
-            }
-            if let Some(s) = &t.from_node_notify {
-                writeln!(f, "           from node waitfornewblock: {}", ms(s))?;
-            }
-            writeln!(
-                f,
-                "           from RPC return:           {}",
-                ms(&t.from_rpc_return)
-            )?;
-        }
-        if let Some(s) = &self.shares {
-            writeln!(
-                f,
-                "shares:    {:.1} s at {} (window {}, difficulty {}): {} submitted, {} accepted, {} rejected",
-                s.duration_s,
-                if s.offered_per_sec > 0.0 { format!("{}/s offered", s.offered_per_sec) } else { "closed loop".into() },
-                s.window,
-                s.difficulty.map_or("-".into(), |d| d.to_string()),
-                s.submitted,
-                s.accepted,
-                s.rejected
-            )?;
-            writeln!(
-                f,
-                "           accepted {:.0}/s (submitted {:.0}/s); submit->reply {}",
-                s.accepted_per_sec,
-                s.submitted_per_sec,
-                ms(&s.latency)
-            )?;
-            for (r, n) in &s.rejects {
-                writeln!(f, "           rejected: {r}: {n}")?;
-            }
-            if let (Some(cpu), Some(per)) = (s.server_cpu_s, s.accepted_per_server_cpu_s) {
-                writeln!(
-                    f,
-                    "           server CPU {cpu:.2} s over the phase: {per:.0} accepted shares per server CPU-second; tool CPU {:.2} s",
-                    s.tool_cpu_s
-                )?;
-            }
-            if let (Some(cpu), Some(per)) = (s.peer_cpu_s, s.accepted_per_chain_cpu_s) {
-                writeln!(
-                    f,
-                    "           peers CPU {cpu:.2} s: {per:.0} accepted shares per CPU-second of server and peers together"
-                )?;
-            }
-            writeln!(
-                f,
-                "           window full {}, block-solving nonces skipped {}, grind failures {}, tool hashes {}",
-                s.window_full, s.blocks_skipped, s.grind_failed, s.tool_hashes
+                "           CPU until the last miner had it: server {s:.1} ms ({:.1} us per miner), tool {c:.1} ms{}",
+                s * 1000.0 / t.miners_reached.max(1) as f64,
+                t.peer_cpu_ms.map_or(String::new(), |p| format!(", peers {p:.1} ms"))
             )?;
         }
-        let m = &self.messages;
+        Ok(())
+    }
+}
+
+impl TipSummary {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self;
+        writeln!(
+            f,
+            "all tips:  {} tips, {} miner notifications, {} missed",
+            t.tips, t.miners_reached, t.missed
+        )?;
+        write_references(
+            f,
+            t.from_node_log.as_ref(),
+            t.from_node_notify.as_ref(),
+            &t.from_rpc_return,
+        )
+    }
+}
+
+impl SharesReport {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self;
+        writeln!(
+            f,
+            "shares:    {:.1} s at {} (window {}, difficulty {}): {} submitted, {} accepted, {} rejected",
+            s.duration_s,
+            if s.offered_per_sec > 0.0 { format!("{}/s offered", s.offered_per_sec) } else { "closed loop".into() },
+            s.window,
+            s.difficulty.map_or("-".into(), |d| d.to_string()),
+            s.submitted,
+            s.accepted,
+            s.rejected
+        )?;
+        writeln!(
+            f,
+            "           accepted {:.0}/s (submitted {:.0}/s); submit->reply {}",
+            s.accepted_per_sec,
+            s.submitted_per_sec,
+            ms(&s.latency)
+        )?;
+        for (r, n) in &s.rejects {
+            writeln!(f, "           rejected: {r}: {n}")?;
+        }
+        if let (Some(cpu), Some(per)) = (s.server_cpu_s, s.accepted_per_server_cpu_s) {
+            writeln!(
+                f,
+                "           server CPU {cpu:.2} s over the phase: {per:.0} accepted shares per server CPU-second; tool CPU {:.2} s",
+                s.tool_cpu_s
+            )?;
+        }
+        if let (Some(cpu), Some(per)) = (s.peer_cpu_s, s.accepted_per_chain_cpu_s) {
+            writeln!(
+                f,
+                "           peers CPU {cpu:.2} s: {per:.0} accepted shares per CPU-second of server and peers together"
+            )?;
+        }
+        writeln!(
+            f,
+            "           window full {}, block-solving nonces skipped {}, grind failures {}, tool hashes {}",
+            s.window_full, s.blocks_skipped, s.grind_failed, s.tool_hashes
+        )
+    }
+}
+
+impl MessageReport {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self;
         writeln!(
             f,
             "messages:  {} notify ({} clean), {} set_difficulty (last {}), {} other, {} protocol errors",
@@ -294,43 +355,41 @@ impl fmt::Display for Report {
             m.last_difficulty.map_or("-".into(), |d| format!("{d:e}")),
             m.other,
             m.protocol_errors
-        )?;
+        )
+    }
+}
+
+impl ServerReport {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self;
         writeln!(
             f,
-            "served:    {} of {} requested miners got subscribed, authorized and a job",
-            self.connect.connected, self.connections_requested
-        )?;
-        if let Some(s) = &self.server_process {
-            writeln!(
-                f,
-                "server:    pid {} RSS {} KiB before, {} KiB connected, {} KiB at end (HWM {} KiB, {} threads): {:.0} bytes ({:.2} KiB) per connection",
-                s.pid,
-                s.before.rss_kib,
-                s.connected.rss_kib,
-                s.end.rss_kib,
-                s.end.hwm_kib,
-                s.end.threads,
-                s.rss_per_connection_bytes,
-                s.rss_per_connection_bytes / 1024.0
-            )?;
-        }
-        for p in &self.peer_processes {
-            writeln!(
-                f,
-                "peer:      pid {} RSS {} KiB before, {} KiB connected, {} KiB at end (HWM {} KiB, {} threads), CPU {:.2} s in all",
-                p.pid,
-                p.before.rss_kib,
-                p.connected.rss_kib,
-                p.end.rss_kib,
-                p.end.hwm_kib,
-                p.end.threads,
-                p.cpu_s
-            )?;
-        }
+            "server:    pid {} RSS {} KiB before, {} KiB connected, {} KiB at end (HWM {} KiB, {} threads): {:.0} bytes ({:.2} KiB) per connection",
+            s.pid,
+            s.before.rss_kib,
+            s.connected.rss_kib,
+            s.end.rss_kib,
+            s.end.hwm_kib,
+            s.end.threads,
+            s.rss_per_connection_bytes,
+            s.rss_per_connection_bytes / 1024.0
+        )
+    }
+}
+
+impl PeerReport {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self;
         writeln!(
             f,
-            "tool:      RSS {} KiB, CPU {:.2} s, open-file limit {}",
-            self.tool_process.memory.rss_kib, self.tool_process.cpu_s, self.nofile_limit
+            "peer:      pid {} RSS {} KiB before, {} KiB connected, {} KiB at end (HWM {} KiB, {} threads), CPU {:.2} s in all",
+            p.pid,
+            p.before.rss_kib,
+            p.connected.rss_kib,
+            p.end.rss_kib,
+            p.end.hwm_kib,
+            p.end.threads,
+            p.cpu_s
         )
     }
 }

@@ -229,8 +229,11 @@ impl FromStr for Dialect {
 /// One JSON-RPC request line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The JSON-RPC id, as the dialect spells it.
     pub id: Value,
+    /// The JSON-RPC method.
     pub method: &'static str,
+    /// The JSON-RPC params.
     pub params: Value,
 }
 
@@ -244,6 +247,7 @@ impl Request {
 /// One request of a dialect's handshake.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandshakeStep {
+    /// The request to send.
     pub request: Request,
     /// Whether the firmware waits for this request's reply before sending the next one.
     pub wait_for_reply: bool,

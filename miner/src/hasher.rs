@@ -5,7 +5,7 @@ use crate::Stats;
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use bitcoin::BlockHash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Everything the hashing thread needs for one job.
@@ -47,14 +47,14 @@ pub(crate) struct WorkSlot {
 impl WorkSlot {
     pub fn set(&self, work: Work) {
         let generation = work.generation;
-        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.work.lock().unwrap_or_else(PoisonError::into_inner);
         *w = Some(Arc::new(work));
         self.generation.store(generation, Ordering::SeqCst);
         self.cond.notify_all();
     }
 
     pub fn stop(&self) {
-        let _w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let _w = self.work.lock().unwrap_or_else(PoisonError::into_inner);
         self.stop.store(true, Ordering::SeqCst);
         self.cond.notify_all();
     }
@@ -69,7 +69,7 @@ impl WorkSlot {
 
     /// Blocks until there is work of a generation other than `not_generation`; `None` once stopped.
     fn wait_for_work(&self, not_generation: u64) -> Option<Arc<Work>> {
-        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.work.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if self.stopped() {
                 return None;
@@ -82,7 +82,7 @@ impl WorkSlot {
             w = self
                 .cond
                 .wait_timeout(w, Duration::from_millis(200))
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
@@ -90,7 +90,7 @@ impl WorkSlot {
     /// Sleeps up to `dur`, waking early when the work changes or the slot is stopped.
     fn sleep_unless_changed(&self, generation: u64, dur: Duration) {
         let deadline = Instant::now() + dur;
-        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.work.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if self.changed(generation) {
                 return;
@@ -102,7 +102,7 @@ impl WorkSlot {
             w = self
                 .cond
                 .wait_timeout(w, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
@@ -270,9 +270,9 @@ pub(crate) fn search(
 /// share receiver is gone. Shares go out through a bounded channel, so a slow connection
 /// slows hashing instead of queueing shares without limit.
 pub(crate) fn run(
-    slot: Arc<WorkSlot>,
-    found_tx: tokio::sync::mpsc::Sender<Found>,
-    stats: Arc<Stats>,
+    slot: &WorkSlot,
+    found_tx: &tokio::sync::mpsc::Sender<Found>,
+    stats: &Stats,
     max_hashrate: Option<f64>,
 ) {
     if max_hashrate.is_some_and(|r| r <= 0.0) {

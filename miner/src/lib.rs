@@ -24,6 +24,8 @@
 //! The pure parts are public for tests: [`share_target`], [`build_header`], [`Job`],
 //! [`decode_prevhash`] / [`encode_prevhash`], [`merkle_root`] and [`Dialect::handshake`].
 
+#![warn(missing_docs)]
+
 mod dialect;
 mod hasher;
 mod session;
@@ -53,10 +55,13 @@ pub const HANDSHAKE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// What one miner connects to and how it behaves.
 #[derive(Debug, Clone)]
 pub struct MinerConfig {
+    /// The Stratum V1 server to connect to.
     pub server: SocketAddr,
     /// Worker name for `mining.authorize` and `mining.submit`.
     pub user: String,
+    /// Password for `mining.authorize`; servers commonly ignore it.
     pub password: String,
+    /// The firmware whose handshake and submit format the miner imitates.
     pub dialect: Dialect,
     /// Value for the dialect's difficulty hint: `mining.suggest_difficulty` (Bitaxe, NerdMiner)
     /// or `minimum-difficulty.value` (Braiins). Other dialects never send one.
@@ -82,16 +87,19 @@ impl MinerConfig {
         }
     }
 
+    /// Sets the difficulty hint (see [`MinerConfig::suggest_difficulty`]).
     pub fn with_suggest_difficulty(mut self, d: f64) -> Self {
         self.suggest_difficulty = Some(d);
         self
     }
 
+    /// Caps hashing (see [`MinerConfig::max_hashrate`]); `0.0` makes an idle miner.
     pub fn with_max_hashrate(mut self, h: f64) -> Self {
         self.max_hashrate = Some(h);
         self
     }
 
+    /// Binds the local end to `ip`, so a server sees distinct peers.
     pub fn with_bind_ip(mut self, ip: IpAddr) -> Self {
         self.bind_ip = Some(ip);
         self
@@ -103,46 +111,69 @@ impl MinerConfig {
 pub enum MinerEvent {
     /// The `mining.subscribe` reply arrived.
     Subscribed {
+        /// The server-assigned extranonce1.
         extranonce1: Vec<u8>,
+        /// Bytes of extranonce2 the miner rolls.
         extranonce2_size: usize,
     },
     /// The `mining.configure` reply arrived; `version_mask` is the granted mask, if rolling was granted.
-    Configured { version_mask: Option<u32> },
+    Configured {
+        /// The granted version-rolling mask; `None` when rolling was refused or not asked for.
+        version_mask: Option<u32>,
+    },
     /// `mining.set_difficulty` arrived (it applies from the next notify on).
     Difficulty(f64),
     /// `mining.notify` arrived and is being mined. `prevhash` is in header order, i.e. the
     /// parent's real block hash (its `Display` is the usual hex).
     Notify {
+        /// The server's job id.
         job_id: String,
+        /// The parent block hash, in header order.
         prevhash: bitcoin::BlockHash,
+        /// Whether the server asked to drop earlier jobs.
         clean: bool,
+        /// When the notify was read, for latency measurements.
         at: Instant,
     },
     /// A share was sent with `mining.submit`.
     ShareSubmitted {
+        /// The job the share belongs to.
         job_id: String,
+        /// The share's block hash, so a test can match it to a block the pool finds.
         block_hash: bitcoin::BlockHash,
     },
     /// The server answered a submit. `reason` is the error message of a rejection, if any.
     ShareResult {
+        /// Whether the server accepted the share.
         accepted: bool,
+        /// The server's error message, for a rejection.
         reason: Option<String>,
+        /// Time from sending the submit to reading its reply.
         latency: Duration,
     },
     /// The miner stopped: the last event. `reason` is `"shutdown"` after cancellation.
-    Disconnected { reason: String },
+    Disconnected {
+        /// Why the miner stopped.
+        reason: String,
+    },
 }
 
 /// Live counters of one miner (all monotonic except `authorized`).
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Shares sent with `mining.submit`.
     pub shares_submitted: AtomicU64,
+    /// Submits the server answered with `true`.
     pub shares_accepted: AtomicU64,
+    /// Submits the server refused.
     pub shares_rejected: AtomicU64,
     /// Shares found for jobs a clean notify had already replaced, and so not submitted.
     pub shares_stale_dropped: AtomicU64,
+    /// `mining.notify` messages accepted as jobs.
     pub notifies: AtomicU64,
+    /// Of those, the ones with `clean_jobs` set.
     pub clean_notifies: AtomicU64,
+    /// Header hashes computed.
     pub hashes: AtomicU64,
     /// Messages ignored: unknown methods, replies to no request, unparsable lines.
     pub unknown_messages: AtomicU64,
@@ -153,18 +184,28 @@ pub struct Stats {
 /// A plain copy of [`Stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
+    /// See [`Stats::shares_submitted`].
     pub shares_submitted: u64,
+    /// See [`Stats::shares_accepted`].
     pub shares_accepted: u64,
+    /// See [`Stats::shares_rejected`].
     pub shares_rejected: u64,
+    /// See [`Stats::shares_stale_dropped`].
     pub shares_stale_dropped: u64,
+    /// See [`Stats::notifies`].
     pub notifies: u64,
+    /// See [`Stats::clean_notifies`].
     pub clean_notifies: u64,
+    /// See [`Stats::hashes`].
     pub hashes: u64,
+    /// See [`Stats::unknown_messages`].
     pub unknown_messages: u64,
+    /// See [`Stats::authorized`].
     pub authorized: bool,
 }
 
 impl Stats {
+    /// Reads every counter; each is read on its own, so the copy is not one instant's.
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -186,6 +227,7 @@ impl Stats {
 pub struct MinerHandle {
     /// Every [`MinerEvent`], ending with `Disconnected`. Unbounded: drop it if you won't read it.
     pub events: tokio::sync::mpsc::UnboundedReceiver<MinerEvent>,
+    /// The miner's live counters.
     pub stats: Arc<Stats>,
     /// The connection task; it ends after `Disconnected` is sent.
     pub task: tokio::task::JoinHandle<()>,

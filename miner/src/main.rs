@@ -116,10 +116,10 @@ fn log_event(user: &str, dialect: Dialect, event: &MinerEvent) {
             extranonce1,
             extranonce2_size,
         } => {
-            info!(%user, %dialect, extranonce1 = %hex::encode(extranonce1), extranonce2_size, "subscribed")
+            info!(%user, %dialect, extranonce1 = %hex::encode(extranonce1), extranonce2_size, "subscribed");
         }
         MinerEvent::Configured { version_mask } => {
-            info!(%user, version_mask = ?version_mask.map(|m| format!("{m:08x}")), "configured")
+            info!(%user, version_mask = ?version_mask.map(|m| format!("{m:08x}")), "configured");
         }
         MinerEvent::Difficulty(d) => info!(%user, difficulty = d, "difficulty"),
         MinerEvent::Notify {
@@ -135,14 +135,14 @@ fn log_event(user: &str, dialect: Dialect, event: &MinerEvent) {
             }
         }
         MinerEvent::ShareSubmitted { job_id, block_hash } => {
-            tracing::debug!(%user, %job_id, %block_hash, "share submitted")
+            tracing::debug!(%user, %job_id, %block_hash, "share submitted");
         }
         MinerEvent::ShareResult {
             accepted: true,
             latency,
             ..
         } => {
-            info!(%user, latency_ms = latency.as_millis() as u64, "share accepted")
+            info!(%user, latency_ms = latency.as_millis() as u64, "share accepted");
         }
         MinerEvent::ShareResult {
             accepted: false,

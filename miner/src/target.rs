@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(&t[..2], &[0, 0x0f]); // 0xFFFF·2^208·10^6 ≈ 2^243.93
                                          // 1e-9 → ≈ 2^253.9, still below the cap.
         let t = share_target_be(1e-9);
-        assert!(t[0] == 0x3b || t[0] == 0x3a, "{:x?}", t);
+        assert!(t[0] == 0x3b || t[0] == 0x3a, "{t:x?}");
         // 2^-32 → 0xFFFF·2^240 < 2^256.
         assert_eq!(
             share_target_be(2f64.powi(-32)),

@@ -9,16 +9,23 @@ use serde_json::Value;
 /// One job, as decoded from `mining.notify` params.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// The server's job id, echoed in `mining.submit`.
     pub job_id: String,
     /// The parent block hash in header order (the `prev_blockhash` header field).
     pub prevhash: BlockHash,
+    /// The coinbase transaction up to extranonce1.
     pub coinb1: Vec<u8>,
+    /// The coinbase transaction after extranonce2.
     pub coinb2: Vec<u8>,
     /// Merkle branch hashes, internal byte order.
     pub merkle_branch: Vec<[u8; 32]>,
+    /// The block version before rolling.
     pub version: u32,
+    /// The network target, compact form.
     pub nbits: u32,
+    /// The header time.
     pub ntime: u32,
+    /// Whether earlier jobs are void (`clean_jobs`).
     pub clean: bool,
 }
 

@@ -16,15 +16,15 @@ use std::time::Duration;
 use bitcoin::hashes::Hash;
 use bitcoin::{Network, ScriptBuf};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use jd_proxy::job::extranonce::Extranonce1Allocator;
-use jd_proxy::job::factory::JobFactory;
-use jd_proxy::job::{sv1_prev_hash, ExtranonceLayout, Job, JobId};
+use jd_proxy::job::{sv1_prev_hash, Job, JobFactory};
 use jd_proxy::share::{check_share, Difficulty, ShareCheck, Submission};
 use jd_proxy::sv1::codec::{self, Request};
 use jd_proxy::sv1::conn::LineFramer;
+use mining_types::{
+    CoinbaseConfig, CoinbaseSplit, Extranonce1, ExtranonceLayout, JobId, Template, TemplateId,
+};
 use template_provider::node::gbt::BlockTemplateReply;
 use template_provider::node::rpc::RawReply;
-use template_provider::{CoinbaseConfig, Template, TemplateId};
 
 #[path = "../../load/src/synth_gbt.rs"]
 #[allow(dead_code)]
@@ -82,20 +82,20 @@ fn sv1_parse(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("mining.submit 6 params", |b| {
         b.iter(|| {
-            let m = codec::decode(black_box(SUBMIT_6)).expect("a submit");
+            let m = codec::decode(black_box(SUBMIT_6), 4).expect("a submit");
             assert!(matches!(m.request, Request::Submit(_)));
             black_box(m.id);
-        })
+        });
     });
     g.bench_function("mining.submit 5 params, string id", |b| {
-        b.iter(|| black_box(codec::decode(black_box(SUBMIT_5)).expect("a submit").id))
+        b.iter(|| black_box(codec::decode(black_box(SUBMIT_5), 4).expect("a submit").id));
     });
     g.finish();
 }
 
 fn share_check(c: &mut Criterion) {
     let job = full_job();
-    let en1 = Extranonce1Allocator::new(layout()).allocate();
+    let en1 = Extranonce1::from_counter(1, layout());
     let ntime = job.template.cur_time;
     let easy = check_for(1e-12, ntime);
     let hard = check_for(1e12, ntime);
@@ -112,7 +112,7 @@ fn share_check(c: &mut Criterion) {
                 version_bits: Some(0x2000),
             };
             black_box(check_share(&job, &en1, &s, &easy).expect("valid"))
-        })
+        });
     });
     g.bench_function("check_share rejected low difficulty", |b| {
         b.iter(|| {
@@ -124,7 +124,7 @@ fn share_check(c: &mut Criterion) {
                 version_bits: Some(0x2000),
             };
             black_box(check_share(&job, &en1, &s, &hard).is_err())
-        })
+        });
     });
     // What a session does per submit, less the socket: decode the line, find the job, parse
     // the fields, check, remember the header for duplicate detection, render the reply.
@@ -149,26 +149,23 @@ fn share_check(c: &mut Criterion) {
                 if i == 0 {
                     seen.clear();
                 }
-                let m = codec::decode(&lines[i]).expect("a submit");
-                let Request::Submit(s) = m.request else {
+                let m = codec::decode(&lines[i], 4).expect("a submit");
+                let Request::Submit(Ok(s)) = m.request else {
                     unreachable!()
                 };
-                let id = JobId::parse(&s.job_id).expect("job id");
-                assert_eq!(id, job.id);
-                let mut en2 = [0u8; 8];
-                codec::parse_extranonce2(&s.extranonce2, 4, &mut en2).expect("en2");
+                assert_eq!(s.job_id, job.id);
                 let sub = Submission {
-                    extranonce2: &en2[..4],
-                    ntime: codec::parse_hex_u32(&s.ntime).expect("ntime"),
-                    nonce: codec::parse_hex_u32(&s.nonce).expect("nonce"),
-                    version_bits: s.version_bits.as_deref().and_then(codec::parse_hex_u32),
+                    extranonce2: s.extranonce2.as_bytes(),
+                    ntime: s.ntime,
+                    nonce: s.nonce,
+                    version_bits: s.version_bits,
                 };
                 let v = check_share(&job, &en1, &sub, &easy).expect("valid");
                 seen.insert(v.hash);
                 out.clear();
                 codec::render::ok(&mut out, m.id, "true");
                 black_box(out.len())
-            })
+            });
         },
     );
     g.finish();
@@ -195,7 +192,7 @@ fn line_framing(c: &mut Criterion) {
                 black_box(f.has_buffered_line());
             }
             black_box(n)
-        })
+        });
     });
     // One submit arriving in 8-byte segments (a slow or fragmenting link).
     let mut one = SUBMIT_6.to_vec();
@@ -212,7 +209,7 @@ fn line_framing(c: &mut Criterion) {
                 }
             }
             black_box(got)
-        })
+        });
     });
     g.finish();
 }
@@ -229,17 +226,9 @@ fn job_fanout(c: &mut Criterion) {
         ),
         |b| {
             b.iter(|| {
-                black_box(
-                    Job::new(
-                        JobId::new(7),
-                        template.clone(),
-                        &coinbase_config(),
-                        layout(),
-                        true,
-                    )
-                    .expect("a job"),
-                )
-            })
+                let split = CoinbaseSplit::build(&template, &coinbase_config(), 8).expect("split");
+                black_box(Job::new(JobId::new(7), template.clone(), split, true, None))
+            });
         },
     );
     for n in [1_000usize, 10_000] {
@@ -250,12 +239,12 @@ fn job_fanout(c: &mut Criterion) {
             format!("copy the notify line into {n} connection buffers"),
             |b| {
                 b.iter(|| {
-                    for buf in buffers.iter_mut() {
+                    for buf in &mut buffers {
                         buf.clear();
                         buf.extend_from_slice(job.notify_line(false));
                     }
                     black_box(buffers.len())
-                })
+                });
             },
         );
     }
@@ -271,7 +260,7 @@ fn job_fanout(c: &mut Criterion) {
                     total += render_notify(&job).len();
                 }
                 black_box(total)
-            })
+            });
         },
     );
     g.finish();
@@ -291,7 +280,7 @@ fn render_notify(job: &Job) -> String {
         hex::encode(job.coinbase.prefix()),
         hex::encode(job.coinbase.suffix()),
         branch,
-        format!("{:08x}", t.version as u32),
+        format!("{:08x}", t.version.to_consensus() as u32),
         format!("{:08x}", t.bits.to_consensus()),
         format!("{:08x}", t.cur_time),
         false,
@@ -317,7 +306,7 @@ fn template_to_job(c: &mut Criterion) {
                 let template = body_to_template(black_box(&body));
                 let mut factory = JobFactory::new(coinbase_config(), layout());
                 black_box(factory.make(Arc::new(template), None).expect("a job"))
-            })
+            });
         },
     );
     let raw = RawReply::new(
@@ -332,7 +321,7 @@ fn template_to_job(c: &mut Criterion) {
                     .decode::<BlockTemplateReply>()
                     .expect("reply"),
             )
-        })
+        });
     });
     g.bench_function("of which: into_template (merkle branch)", |b| {
         b.iter_batched(
@@ -345,14 +334,14 @@ fn template_to_job(c: &mut Criterion) {
                 )
             },
             BatchSize::LargeInput,
-        )
+        );
     });
     g.bench_function("of which: the first job (JobFactory::make)", |b| {
         let template = Arc::new(body_to_template(&body));
         b.iter(|| {
             let mut factory = JobFactory::new(coinbase_config(), layout());
             black_box(factory.make(template.clone(), None).expect("a job"))
-        })
+        });
     });
     // The path before: the body into a `Value` tree first, then `result` into the typed reply.
     g.bench_function(
@@ -371,7 +360,7 @@ fn template_to_job(c: &mut Criterion) {
                     .expect("ok");
                 let mut factory = JobFactory::new(coinbase_config(), layout());
                 black_box(factory.make(Arc::new(template), None).expect("a job"))
-            })
+            });
         },
     );
     g.finish();

@@ -1,5 +1,5 @@
 //! Pool mode's share path after the proxy's own check, one core at a time: a share handed from
-//! a session to the pool link (`PoolTag::forward`), and the link turning shares into encrypted
+//! a session to the pool link (`UpShare::new` and `ShareRoute::send`), and the link turning shares into encrypted
 //! `SubmitSharesExtended` frames written to a loopback socket in bursts (a pool thread reads
 //! and decrypts them, as a pool would).
 //!
@@ -12,10 +12,10 @@ use std::time::Duration;
 use binary_sv2::B032;
 use bitcoin::hashes::Hash;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use jd_proxy::job::JobId;
-use jd_proxy::upstream::PoolTag;
+use jd_proxy::upstream::shares::{Accepted, Links, ShareRoute, UpShare};
 use mining_sv2::{SubmitSharesExtended, MESSAGE_TYPE_SUBMIT_SHARES_EXTENDED};
-use template_provider::sv2::{accept, connect, AuthorityKeypair, NoiseWriter};
+use mining_types::JobId;
+use sv2_wire::{accept, connect, AuthorityKeypair, NoiseWriter};
 
 /// Shares per write: what the link sends in one go when sessions hand it shares in bursts.
 const BURST: u64 = 64;
@@ -100,36 +100,43 @@ fn bench(c: &mut Criterion) {
         },
     );
 
-    g.bench_function("PoolTag::forward: session to link queue", |b| {
-        let (tag, mut rx) = PoolTag::for_bench(8, 1 << 16);
-        let worker: Arc<str> = Arc::from("farm.rack07.s21-0042");
-        let header = bitcoin::block::Header {
-            version: bitcoin::block::Version::from_consensus(0x2000_0000),
-            prev_blockhash: bitcoin::BlockHash::all_zeros(),
-            merkle_root: bitcoin::TxMerkleNode::all_zeros(),
-            time: 1_700_000_000,
-            bits: bitcoin::CompactTarget::from_consensus(0x1703_4219),
-            nonce: 42,
-        };
-        let hash = header.block_hash();
-        let mut n = 0u32;
-        b.iter(|| {
-            tag.forward(
-                JobId::new(9),
-                black_box(&[1, 2, 3, 4]),
-                black_box(&[5, 6, 7, 8]),
-                &header,
-                hash,
-                1024.0,
-                false,
-                &worker,
-            );
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(1024) {
-                while rx.try_recv().is_ok() {}
-            }
-        });
-    });
+    g.bench_function(
+        "UpShare::new + ShareRoute::send: session to link queue",
+        |b| {
+            let links = Arc::new(Links::default());
+            let (registration, mut inbox) = links.register(8);
+            let tag = registration.tag;
+            let mut route = ShareRoute::default();
+            let worker: Arc<str> = Arc::from("farm.rack07.s21-0042");
+            let header = bitcoin::block::Header {
+                version: bitcoin::block::Version::from_consensus(0x2000_0000),
+                prev_blockhash: bitcoin::BlockHash::all_zeros(),
+                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                time: 1_700_000_000,
+                bits: bitcoin::CompactTarget::from_consensus(0x1703_4219),
+                nonce: 42,
+            };
+            let hash = header.block_hash();
+            let mut n = 0u32;
+            b.iter(|| {
+                let accepted = Accepted {
+                    job: JobId::new(9),
+                    extranonce1: black_box(&[1, 2, 3, 4]),
+                    extranonce2: black_box(&[5, 6, 7, 8]),
+                    header: &header,
+                    hash,
+                    difficulty: 1024.0,
+                    is_block: false,
+                };
+                let share = UpShare::new(tag, &accepted, &worker).expect("fits");
+                let _ = route.send(&links, tag.link, share);
+                n = n.wrapping_add(1);
+                if n.is_multiple_of(1024) {
+                    while inbox.shares.try_recv().is_ok() {}
+                }
+            });
+        },
+    );
     g.finish();
 }
 

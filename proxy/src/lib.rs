@@ -2,17 +2,24 @@
 //!
 //! Data flows one way in each direction:
 //! - node → [`template_provider`] → [`job`] → every [`sv1::session`] → ASIC (`mining.notify`);
-//! - ASIC → [`sv1::session`] → [`share`] check → a found block goes to [`solo`] (disk, then the node).
+//! - ASIC → [`sv1::session`] → [`share`] check → [`upstream`] (pool mode) → pool;
+//! - a found block → [`blocks`] → the node (or the template provider), the pool and its JDS.
 //!
 //! [`Proxy::start`] builds the whole daemon in-process, so tests and the binary run the same code.
 
+#![warn(missing_docs)]
+
+pub mod blocks;
 pub mod config;
 pub mod job;
 pub mod metrics;
 pub mod share;
-pub mod solo;
 pub mod sv1;
+pub mod tdp_client;
 pub mod upstream;
+
+#[cfg(test)]
+mod test_support;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -21,34 +28,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bitcoin::ScriptBuf;
+use mining_types::{CoinbaseConfig, Template};
 use serde_json::json;
-use template_provider::{CoinbaseConfig, RpcClient, TemplateSource};
+use template_provider::blocks::BlockSubmitter;
+use template_provider::{RpcClient, TemplateSource};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::blocks::{BlockSink, NodeRoute};
 use crate::config::{Config, Payout};
-use crate::job::extranonce::Extranonce1Allocator;
-use crate::job::factory::JobFactory;
-use crate::job::Job;
+use crate::job::{Job, JobFactory, Publisher};
 use crate::metrics::{Snapshot, Stats};
-use crate::solo::{BlockRoute, BlockSink};
-use crate::sv1::Sv1Config;
+use crate::sv1::extranonce::Extranonce1Allocator;
+use crate::tdp_client::TdpClientConfig;
+use crate::upstream::channel::OpenContext;
+use crate::upstream::failover::Failover;
+use crate::upstream::shares::Links;
 use crate::upstream::supervisor::Supervisor;
 pub use crate::upstream::Mode;
-use template_provider::blocks::BlockSubmitter;
-use template_provider::tdp::{self, client::TdpClientConfig};
-
-/// What every session shares: settings, the extranonce allocator, the block sink, counters.
-#[derive(Debug)]
-pub struct Shared {
-    pub sv1: Sv1Config,
-    pub extranonces: Extranonce1Allocator,
-    pub blocks: BlockSink,
-    pub stats: Arc<Stats>,
-}
 
 /// A running proxy.
 #[derive(Debug)]
@@ -57,6 +57,8 @@ pub struct Proxy {
     stats: Arc<Stats>,
     jobs: watch::Receiver<Arc<Job>>,
     mode: watch::Receiver<Mode>,
+    /// Keeps the publisher's command queue open in solo mode.
+    _commands: mpsc::UnboundedSender<job::Command>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -74,95 +76,58 @@ impl Proxy {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let (templates, route, payout_script) = match &config.template_provider {
-            None => {
-                let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
-                let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
-                let chain = source
-                    .check_node()
-                    .await
-                    .with_context(|| format!("node at {}", config.node.rpc_url))?;
-                info!(chain = %chain.chain, height = chain.blocks, "node ready");
-                let payout_script = resolve_payout(&rpc, &config).await?;
-                let templates = source
-                    .spawn(&tracker, shutdown.clone())
-                    .await
-                    .context("first block template")?;
-                let submitter = BlockSubmitter::new(rpc, Some(config.blocks_dir.clone()));
-                (templates, BlockRoute::Node(submitter), payout_script)
-            }
-            Some(tp) => {
-                let Payout::Address(addr) = &config.payout else {
-                    anyhow::bail!("coinbase.payout_descriptor needs the node; with an external template provider give coinbase.payout_address");
-                };
-                let payout_script = addr.script_pubkey();
-                let client_config = TdpClientConfig {
-                    address: tp.address.clone(),
-                    authority: tp.authority,
-                    network: config.network,
-                    // Our payout output: value, script length, script.
-                    coinbase_output_max_additional_size: u32::try_from(9 + payout_script.len())
-                        .unwrap_or(u32::MAX),
-                    timeout: Duration::from_secs(10),
-                };
-                let (client, templates) =
-                    tdp::client::spawn(client_config, &tracker, shutdown.clone())
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "template provider at {} (template_provider.address)",
-                                tp.address
-                            )
-                        })?;
-                (
-                    templates,
-                    BlockRoute::TemplateProvider(client),
-                    payout_script,
-                )
-            }
-        };
+        let (templates, route, payout_script) = templates(&config, &tracker, &shutdown).await?;
         let coinbase = CoinbaseConfig {
             payout_script,
             tag: config.coinbase_tag.clone(),
         };
-
         let stats = Arc::new(Stats::default());
+        let links = Arc::new(Links::default());
         let mut factory = JobFactory::new(coinbase, config.sv1.layout);
         let first = factory
             .make(templates.borrow().clone(), None)
             .context("building the first job (check coinbase.tag)")?;
         let (jobs_tx, jobs) = watch::channel(Arc::new(first));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let publisher = Publisher {
+            factory,
+            templates,
+            commands: commands_rx,
+            jobs: jobs_tx,
+        };
+        tracker.spawn(publisher.run(shutdown.clone()));
         let (mode_tx, mode) = watch::channel(Mode::Solo);
-        if config.upstreams.is_empty() {
-            tracker.spawn(factory.run(templates, jobs_tx, shutdown.clone()));
-        } else {
+        if !config.upstreams.is_empty() {
             let supervisor = Supervisor {
+                failover: Failover::new(config.upstreams.len(), config.failover.retry_preferred),
                 upstreams: Arc::new(config.upstreams.clone()),
-                config: config.failover,
-                layout: config.sv1.layout,
-                network: config.network,
-                factory,
-                templates,
-                jobs: jobs_tx,
+                open: OpenContext {
+                    layout: config.sv1.layout,
+                    network: config.network,
+                    config: config.failover,
+                    hashrate: 0.0,
+                    stats: stats.clone(),
+                    tracker: tracker.clone(),
+                },
+                links: links.clone(),
+                publisher: commands.clone(),
                 mode: mode_tx,
-                stats: stats.clone(),
-                hashrate: 0.0,
-                backoff: vec![(0, None); config.upstreams.len()],
             };
             tracker.spawn(supervisor.run(shutdown.clone()));
         }
 
         let (blocks, found) = BlockSink::new();
-        tracker.spawn(solo::run_submitter(found, route, tracker.clone()));
+        tracker.spawn(blocks::run(found, route, links.clone(), tracker.clone()));
 
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (stratum.listen)", config.listen))?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(sv1::Shared {
             extranonces: Extranonce1Allocator::new(config.sv1.layout),
             sv1: config.sv1,
             blocks,
+            links,
             stats: stats.clone(),
         });
         tracker.spawn(sv1::server::serve(
@@ -180,6 +145,7 @@ impl Proxy {
             stats,
             jobs,
             mode,
+            _commands: commands,
             shutdown,
             tracker,
         })
@@ -236,6 +202,57 @@ pub async fn run(
     info!("shutting down");
     proxy.shutdown().await;
     Ok(())
+}
+
+/// Where templates come from (the node, or an external provider), where blocks on them go,
+/// and the farm's payout script.
+async fn templates(
+    config: &Config,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(watch::Receiver<Arc<Template>>, NodeRoute, ScriptBuf)> {
+    let Some(tp) = &config.template_provider else {
+        let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
+        let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
+        let chain = source
+            .check_node()
+            .await
+            .with_context(|| format!("node at {}", config.node.rpc_url))?;
+        info!(chain = %chain.chain, height = chain.blocks, "node ready");
+        let payout_script = resolve_payout(&rpc, config).await?;
+        let templates = source
+            .spawn(tracker, shutdown.clone())
+            .await
+            .context("first block template")?;
+        let submitter = BlockSubmitter::new(rpc, Some(config.blocks_dir.clone()));
+        return Ok((templates, NodeRoute::Node(submitter), payout_script));
+    };
+    let Payout::Address(addr) = &config.payout else {
+        anyhow::bail!("coinbase.payout_descriptor needs the node; with an external template provider give coinbase.payout_address");
+    };
+    let payout_script = addr.script_pubkey();
+    let client_config = TdpClientConfig {
+        address: tp.address.clone(),
+        authority: tp.authority,
+        network: config.network,
+        // Our payout output: value, script length, script.
+        coinbase_output_max_additional_size: u32::try_from(9 + payout_script.len())
+            .unwrap_or(u32::MAX),
+        timeout: Duration::from_secs(10),
+    };
+    let (client, templates) = tdp_client::spawn(client_config, tracker, shutdown.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "template provider at {} (template_provider.address)",
+                tp.address
+            )
+        })?;
+    Ok((
+        templates,
+        NodeRoute::TemplateProvider(client),
+        payout_script,
+    ))
 }
 
 async fn resolve_payout(rpc: &RpcClient, config: &Config) -> anyhow::Result<ScriptBuf> {

@@ -47,16 +47,27 @@ pub struct Stats {
 /// A point-in-time copy of [`Stats`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
+    /// Miners connected now.
     pub connections: u64,
+    /// Connections since start.
     pub connections_total: u64,
+    /// Connections refused at the limit.
     pub connections_refused: u64,
+    /// Shares accepted.
     pub accepted: u64,
+    /// The sum of their difficulties.
     pub accepted_work: f64,
+    /// Shares refused, by reason.
     pub rejected: Vec<(&'static str, u64)>,
+    /// Blocks found.
     pub blocks: u64,
+    /// Shares sent to the pool.
     pub pool_submitted: u64,
+    /// Shares the pool accepted.
     pub pool_accepted: u64,
+    /// Shares the pool refused.
     pub pool_rejected: u64,
+    /// Shares meant for the pool that never reached it.
     pub pool_dropped: u64,
 }
 
@@ -71,44 +82,57 @@ impl Snapshot {
 }
 
 impl Stats {
+    /// A miner connected.
     pub fn connection_opened(&self) {
         self.connections.fetch_add(1, Relaxed);
         self.connections_total.fetch_add(1, Relaxed);
     }
+    /// A miner's connection ended.
     pub fn connection_closed(&self) {
         self.connections.fetch_sub(1, Relaxed);
     }
+    /// A connection was refused at the limit.
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Relaxed);
     }
+    /// A miner subscribed and authorized.
     pub fn miner_started(&self) {
         self.miners.fetch_add(1, Relaxed);
     }
+    /// A share passed the proxy's check at `difficulty`.
     pub fn share_accepted(&self, difficulty: f64) {
         self.accepted.fetch_add(1, Relaxed);
         self.accepted_work_micro
             .fetch_add((difficulty * 1e6) as u64, Relaxed);
     }
+    /// A share was refused for `reason`.
     pub fn share_rejected(&self, reason: Reject) {
         if let Some(i) = REASONS.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Relaxed);
         }
     }
+    /// A share met the network target.
     pub fn block_found(&self) {
         self.blocks.fetch_add(1, Relaxed);
     }
+    /// A share went to the pool.
     pub fn pool_submitted(&self) {
         self.pool_submitted.fetch_add(1, Relaxed);
     }
+    /// The pool accepted `n` shares.
     pub fn pool_accepted(&self, n: u64) {
         self.pool_accepted.fetch_add(n, Relaxed);
     }
+    /// The pool refused a share.
     pub fn pool_rejected(&self) {
         self.pool_rejected.fetch_add(1, Relaxed);
     }
     /// The pool's verdict on shares of `worker`.
     pub fn pool_verdict(&self, worker: &Arc<str>, accepted: u64, rejected: u64) {
-        let mut map = self.pool_workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .pool_workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Worker names come from the miners: past a bound, new names share one entry.
         let key = if map.len() >= MAX_POOL_WORKERS && !map.contains_key(worker) {
             Arc::from("(other workers)")
@@ -121,7 +145,10 @@ impl Stats {
     }
     /// Per worker, the shares the pool accepted and rejected.
     pub fn pool_workers(&self) -> Vec<(String, u64, u64)> {
-        let map = self.pool_workers.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self
+            .pool_workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut v: Vec<_> = map
             .iter()
             .map(|(w, (a, r))| (w.to_string(), *a, *r))
@@ -129,10 +156,12 @@ impl Stats {
         v.sort();
         v
     }
+    /// `n` shares meant for the pool never reached it.
     pub fn pool_dropped(&self, n: u64) {
         self.pool_dropped.fetch_add(n, Relaxed);
     }
 
+    /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             connections: self.connections.load(Relaxed),

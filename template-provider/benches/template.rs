@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Network, ScriptBuf, Txid};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
+use mining_types::merkle;
+use mining_types::{CoinbaseConfig, CoinbaseSplit, Template, TemplateId};
 use template_provider::node::gbt::{decode_hex, BlockTemplateReply};
 use template_provider::node::rpc::RawReply;
-use template_provider::template::merkle;
-use template_provider::{CoinbaseConfig, CoinbaseSplit, TemplateId};
 
 #[path = "../../load/src/synth_gbt.rs"]
 #[allow(dead_code)]
@@ -20,18 +23,35 @@ mod synth_gbt;
 
 const TXS: usize = 3000;
 
-fn ingest(c: &mut Criterion) {
+/// Every bench, on one reply body generated once.
+fn template_benches(c: &mut Criterion) {
     let body = synth_gbt::gbt_reply_body(TXS, 42);
+    ingest(c, &body);
+    let template = serde_json::from_slice::<Envelope>(&body)
+        .expect("reply")
+        .result
+        .into_template(TemplateId::new(1), Network::Bitcoin)
+        .expect("template");
+    let mut g = c.benchmark_group("template_parts");
+    hex_decoders(&mut g, &template);
+    merkle_and_coinbase(&mut g, &template);
+    g.finish();
+}
+
+/// A whole JSON-RPC reply, typed in one pass.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    result: BlockTemplateReply,
+}
+
+/// The reply body into a template, the way the source does it and the ways before.
+fn ingest(c: &mut Criterion, body: &[u8]) {
     let mut g = c.benchmark_group("template_ingest");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(body.len() as u64));
     // What TemplateSource::fetch_template does (on a blocking thread): one typed pass over the
     // body, transaction hex decoded as it is read, then the template.
-    let raw = RawReply::new(
-        "getblocktemplate",
-        200,
-        bytes::Bytes::copy_from_slice(&body),
-    );
+    let raw = RawReply::new("getblocktemplate", 200, bytes::Bytes::copy_from_slice(body));
     g.bench_function(
         format!(
             "getblocktemplate body ({:.1} MB, {TXS} txs) to template: typed decode, into_template",
@@ -45,7 +65,7 @@ fn ingest(c: &mut Criterion) {
                         .into_template(TemplateId::new(1), Network::Bitcoin)
                         .expect("template"),
                 )
-            })
+            });
         },
     );
     g.bench_function("of which: typed decode (JSON and hex)", |b| {
@@ -55,12 +75,12 @@ fn ingest(c: &mut Criterion) {
                     .decode::<BlockTemplateReply>()
                     .expect("reply"),
             )
-        })
+        });
     });
     // The path before: the body into a Value tree, then `result` into the typed reply.
     g.bench_function("old path: Value tree, typed reply, into_template", |b| {
         b.iter(|| {
-            let mut v: serde_json::Value = serde_json::from_slice(black_box(&body)).expect("JSON");
+            let mut v: serde_json::Value = serde_json::from_slice(black_box(body)).expect("JSON");
             let result = v
                 .as_object_mut()
                 .and_then(|m| m.remove("result"))
@@ -71,16 +91,12 @@ fn ingest(c: &mut Criterion) {
                     .into_template(TemplateId::new(1), Network::Bitcoin)
                     .expect("template"),
             )
-        })
+        });
     });
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        result: BlockTemplateReply,
-    }
     g.bench_function("into_template alone (merkle branch, moves)", |b| {
         b.iter_batched(
             || {
-                serde_json::from_slice::<Envelope>(&body)
+                serde_json::from_slice::<Envelope>(body)
                     .expect("reply")
                     .result
             },
@@ -92,19 +108,14 @@ fn ingest(c: &mut Criterion) {
                 )
             },
             BatchSize::LargeInput,
-        )
+        );
     });
     g.finish();
+}
 
-    let template = serde_json::from_slice::<Envelope>(&body)
-        .expect("reply")
-        .result
-        .into_template(TemplateId::new(1), Network::Bitcoin)
-        .expect("template");
-    let txids: Vec<Txid> = template.txs.iter().map(|t| t.txid).collect();
-    let mut g = c.benchmark_group("template_parts");
-    // Decoding every transaction's hex: hex::decode (the decoder before), a table decoder, and
-    // the SIMD decoder the reply uses now.
+/// Decoding every transaction's hex: hex::decode (the decoder before), a table decoder, and
+/// the SIMD decoder the reply uses now.
+fn hex_decoders(g: &mut BenchmarkGroup<'_, WallTime>, template: &Template) {
     let hexes: Vec<String> = template.txs.iter().map(|t| hex::encode(&t.data)).collect();
     let hex_bytes: usize = hexes.iter().map(String::len).sum();
     g.throughput(Throughput::Bytes(hex_bytes as u64));
@@ -117,7 +128,7 @@ fn ingest(c: &mut Criterion) {
             b.iter(|| {
                 let v: Vec<Vec<u8>> = hexes.iter().map(|h| hex::decode(h).expect("hex")).collect();
                 black_box(v)
-            })
+            });
         },
     );
     g.bench_function("alternative: hex::decode_to_slice into a sized Vec", |b| {
@@ -131,7 +142,7 @@ fn ingest(c: &mut Criterion) {
                 })
                 .collect();
             black_box(v)
-        })
+        });
     });
     g.bench_function("gbt::decode_hex (SIMD, what the reply uses)", |b| {
         b.iter(|| {
@@ -140,7 +151,7 @@ fn ingest(c: &mut Criterion) {
                 .map(|h| decode_hex(h.as_bytes()).expect("hex"))
                 .collect();
             black_box(v)
-        })
+        });
     });
     g.bench_function(
         "alternative: a 256-entry table decoder, two characters a byte",
@@ -151,28 +162,32 @@ fn ingest(c: &mut Criterion) {
                     .map(|h| table_decode(h.as_bytes()).expect("hex"))
                     .collect();
                 black_box(v)
-            })
+            });
         },
     );
+}
+
+/// The merkle branch and the coinbase, once per template and once per share.
+fn merkle_and_coinbase(g: &mut BenchmarkGroup<'_, WallTime>, template: &Template) {
+    let txids: Vec<Txid> = template.txs.iter().map(|t| t.txid).collect();
     g.throughput(Throughput::Elements(1));
     g.bench_function(format!("merkle coinbase branch over {TXS} txids"), |b| {
-        b.iter(|| black_box(merkle::coinbase_path(txids.iter().copied())))
+        b.iter(|| black_box(merkle::coinbase_path(txids.iter().copied())));
     });
     let config = CoinbaseConfig {
         payout_script: ScriptBuf::from_bytes([&[0x00, 0x14][..], &[7u8; 20]].concat()),
         tag: b"/jd-proxy/".to_vec(),
     };
     g.bench_function("CoinbaseSplit::build", |b| {
-        b.iter(|| black_box(CoinbaseSplit::build(&template, &config, 8).expect("coinbase")))
+        b.iter(|| black_box(CoinbaseSplit::build(template, &config, 8).expect("coinbase")));
     });
     g.bench_function(
         "coinbase txid (the per-share hashing of the coinbase)",
         |b| {
-            let split = CoinbaseSplit::build(&template, &config, 8).expect("coinbase");
-            b.iter(|| black_box(split.txid(&[&[1, 2, 3, 4], &[5, 6, 7, 8]]).to_byte_array()))
+            let split = CoinbaseSplit::build(template, &config, 8).expect("coinbase");
+            b.iter(|| black_box(split.txid(&[&[1, 2, 3, 4], &[5, 6, 7, 8]]).to_byte_array()));
         },
     );
-    g.finish();
 }
 
 /// Hex digit values, 0xff for anything else.
@@ -216,6 +231,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = ingest
+    targets = template_benches
 }
 criterion_main!(benches);

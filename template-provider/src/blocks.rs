@@ -8,22 +8,10 @@ use bitcoin::BlockHash;
 use tracing::{error, info, warn};
 
 use crate::node::rpc::RpcClient;
+use crate::node::Verdict;
 
 /// How many times a node that cannot be reached is retried for one block.
 const SUBMIT_ATTEMPTS: u32 = 10;
-
-/// What became of a submitted block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Accepted,
-    /// The node had it already.
-    Duplicate,
-    /// Valid, but a competing block at the same height came first.
-    Inconclusive,
-    Rejected(String),
-    /// The node could not be reached; the block is on disk.
-    Unsubmitted,
-}
 
 /// Submits blocks to the node, keeping a copy of each on disk.
 #[derive(Debug, Clone)]
@@ -43,14 +31,15 @@ impl BlockSubmitter {
         BlockSubmitter { rpc, dir }
     }
 
-    /// Writes the block to disk, then submits it; logs and returns the node's verdict.
+    /// Writes the block to disk, then submits it; logs and returns the node's verdict, `None`
+    /// when the node could not be reached.
     pub async fn submit(
         &self,
         hash: BlockHash,
         height: u32,
         block: &[u8],
         found_by: &str,
-    ) -> Verdict {
+    ) -> Option<Verdict> {
         let hex_block = hex::encode(block);
         let path = self
             .dir
@@ -65,22 +54,28 @@ impl BlockSubmitter {
             .as_deref()
             .map_or_else(|| "-".into(), |p: &Path| p.display().to_string());
         for attempt in 1..=SUBMIT_ATTEMPTS {
-            match self.rpc.submit_block(&hex_block).await {
-                Ok(None) => {
-                    info!(%hash, height, found_by, "block accepted by the node");
-                    return Verdict::Accepted;
-                }
-                Ok(Some(reason)) if reason == "duplicate" => {
-                    info!(%hash, height, "node already has the block (duplicate)");
-                    return Verdict::Duplicate;
-                }
-                Ok(Some(reason)) if reason == "inconclusive" => {
-                    warn!(%hash, height, "node accepted the block but not as its tip (a competing block came first)");
-                    return Verdict::Inconclusive;
-                }
-                Ok(Some(reason)) => {
-                    error!(%hash, height, %reason, file = %shown, "node REJECTED the block");
-                    return Verdict::Rejected(reason);
+            match self
+                .rpc
+                .submit_block(&hex_block)
+                .await
+                .map(Verdict::from_submitblock)
+            {
+                Ok(verdict) => {
+                    match &verdict {
+                        Verdict::Accepted => {
+                            info!(%hash, height, found_by, "block accepted by the node");
+                        }
+                        Verdict::Duplicate => {
+                            info!(%hash, height, "node already has the block (duplicate)");
+                        }
+                        Verdict::Inconclusive => {
+                            warn!(%hash, height, "node accepted the block but not as its tip (a competing block came first)");
+                        }
+                        Verdict::Rejected(reason) => {
+                            error!(%hash, height, %reason, file = %shown, "node REJECTED the block");
+                        }
+                    }
+                    return Some(verdict);
                 }
                 Err(e) => {
                     warn!(%hash, attempt, error = %e, "cannot submit the block; retrying");
@@ -89,6 +84,6 @@ impl BlockSubmitter {
             }
         }
         error!(%hash, file = %shown, "gave up submitting the block; it is on disk for a manual submitblock");
-        Verdict::Unsubmitted
+        None
     }
 }

@@ -1,26 +1,24 @@
-//! Block templates from the farm's own node.
+//! Block templates from the farm's own node, and the Stratum V2 Template Distribution server.
 //!
-//! Data flows one way: [`node`] talks to Bitcoin Core (or Knots) and reports new tips and new
-//! templates; [`template`] turns what the node says into typed [`Template`]s with a coinbase
-//! split around the proxy's extranonce space; [`source`] runs the watchers and publishes the
-//! newest template, so the proxy can turn it into jobs.
-//!
-//! The crate knows nothing of Stratum: a template is consensus data, and the proxy decides how
-//! it reaches miners.
+//! Data flows one way: [`node`] talks to Bitcoin Core or Knots (a [`node::NodeBackend`]: JSON-RPC,
+//! or IPC on Core 30+) and reports new tips and templates; [`policy`] removes what the farm
+//! will not mine; [`source`] runs the watchers and publishes the newest template. The proxy
+//! turns templates into jobs; [`tdp`] serves them to SV2 pools and job-declaration clients, and
+//! [`blocks`] submits the blocks found on them.
+
+#![warn(missing_docs)]
 
 pub mod blocks;
 pub mod config;
 pub mod node;
+pub mod policy;
 pub mod server;
 pub mod source;
-pub mod sv2;
 pub mod tdp;
-pub mod template;
 
 pub use node::rpc::{NodeAuth, RpcClient, RpcError};
+pub use node::{NodeBackend, NodeError, Verdict};
 pub use source::{TemplateSource, TemplateSourceConfig};
-pub use template::coinbase::{CoinbaseConfig, CoinbaseError, CoinbaseSplit};
-pub use template::{Template, TemplateId, TemplateKind};
 
 /// Resolves on Ctrl-C, or on SIGTERM from a service manager: how both daemons learn to stop.
 pub async fn stop_signal() {

@@ -13,44 +13,62 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::blocks::BlockSubmitter;
-use crate::config::{bad, parse_network, secs, ConfigError, NodeBackend, NodeConfig, RawNode};
+use crate::config::{
+    bad, parse_network, secs, BackendKind, ConfigError, ConfigErrors, NodeConfig, RawNode,
+};
 use crate::node::rpc::RpcClient;
+use crate::node::{NodeBackend, NodeError};
 use crate::source::TemplateSource;
-use crate::sv2::AuthorityKeypair;
 use crate::tdp::server::{serve, TdpServerConfig};
+use sv2_wire::AuthorityKeypair;
 
 /// The TOML file as written (`examples/template-provider.toml` shows every key).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProviderConfig {
+    /// The chain served: `bitcoin` (the default), `testnet`, `testnet4`, `signet` or `regtest`.
     pub network: Option<String>,
+    /// How to reach the node.
     #[serde(default)]
     pub node: RawNode,
+    /// Where and how templates are served.
     #[serde(default)]
     pub server: RawServer,
+    /// What the farm will not mine; applied to every template before it is served.
     #[serde(default)]
-    pub policy: crate::template::policy::PolicyConfig,
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// `[server]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    /// The Template Distribution listen address (default `127.0.0.1:8442`).
     pub listen: Option<String>,
+    /// The authority public key clients pin (`template-provider keygen` makes a pair).
     pub authority_public_key: Option<String>,
+    /// The authority secret key that signs each connection's certificate.
     pub authority_secret_key: Option<String>,
+    /// How long each connection's certificate is valid, in seconds (default 3600).
     pub cert_validity_secs: Option<u64>,
+    /// Clients served at once; more are refused (default 64).
     pub max_clients: Option<usize>,
+    /// Where a copy of every block found is written before it is submitted.
     pub blocks_dir: Option<PathBuf>,
 }
 
 /// The provider's settings, checked.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
+    /// The chain served; the node must be on it.
     pub network: bitcoin::Network,
+    /// The node connection and template backend.
     pub node: NodeConfig,
+    /// The Template Distribution listen address.
     pub listen: SocketAddr,
+    /// The Template Distribution server's keys, limits and timeouts.
     pub tdp: TdpServerConfig,
+    /// Where a copy of every block found is written, if anywhere.
     pub blocks_dir: Option<PathBuf>,
 }
 
@@ -58,39 +76,61 @@ impl ProviderConfig {
     /// Checks the raw file.
     ///
     /// # Errors
-    /// The first bad value, with its key.
-    pub fn from_raw(raw: RawProviderConfig) -> Result<Self, ConfigError> {
-        let network = parse_network(raw.network.as_deref().unwrap_or("bitcoin"))?;
-        let node = raw.node.resolve_with_policy(network, raw.policy)?;
+    /// Every bad value, each with its key.
+    pub fn from_raw(raw: RawProviderConfig) -> Result<Self, ConfigErrors> {
+        let mut e = ConfigErrors::default();
+        let network = e
+            .take(parse_network(raw.network.as_deref().unwrap_or("bitcoin")))
+            .unwrap_or(bitcoin::Network::Bitcoin);
+        let node = e.take_all(raw.node.resolve_with_policy(network, raw.policy));
         let s = raw.server;
-        let listen_s = s.listen.unwrap_or_else(|| "127.0.0.1:8442".into());
-        let listen = SocketAddr::from_str(&listen_s)
-            .map_err(|e| bad("server.listen", format!("{listen_s:?}: {e}")))?;
-        let keys = match (s.authority_public_key, s.authority_secret_key) {
-            (Some(p), Some(k)) => AuthorityKeypair::from_strings(&p, &k)
-                .map_err(|e| bad("server.authority_secret_key", e))?,
-            _ => return Err(bad(
-                "server.authority_public_key",
-                "required with authority_secret_key; make a pair with `template-provider keygen`",
-            )),
-        };
+        let listen = e.take(listen(s.listen));
+        let keys = e.take(keys(s.authority_public_key, s.authority_secret_key));
         let max_clients = s.max_clients.unwrap_or(64);
         if max_clients == 0 {
-            return Err(bad("server.max_clients", "must be above 0"));
+            e.push(bad("server.max_clients", "must be above 0"));
         }
+        let validity = e.take(secs(
+            s.cert_validity_secs,
+            3600,
+            "server.cert_validity_secs",
+        ));
+        let (Some(node), Some(listen), Some(keys), Some(cert_validity), true) =
+            (node, listen, keys, validity, e.is_empty())
+        else {
+            return Err(e);
+        };
         Ok(ProviderConfig {
             network,
             node,
             listen,
             tdp: TdpServerConfig {
                 keys,
-                cert_validity: secs(s.cert_validity_secs, 3600, "server.cert_validity_secs")?,
+                cert_validity,
                 max_clients,
                 handshake_timeout: Duration::from_secs(10),
                 setup_timeout: Duration::from_secs(10),
             },
             blocks_dir: s.blocks_dir,
         })
+    }
+}
+
+/// `server.listen`, loopback by default.
+fn listen(listen: Option<String>) -> Result<SocketAddr, ConfigError> {
+    let listen = listen.unwrap_or_else(|| "127.0.0.1:8442".into());
+    SocketAddr::from_str(&listen).map_err(|e| bad("server.listen", format!("{listen:?}: {e}")))
+}
+
+/// The server's authority key pair; both halves are required and must match.
+fn keys(public: Option<String>, secret: Option<String>) -> Result<AuthorityKeypair, ConfigError> {
+    match (public, secret) {
+        (Some(p), Some(k)) => AuthorityKeypair::from_strings(&p, &k)
+            .map_err(|e| bad("server.authority_secret_key", e)),
+        _ => Err(bad(
+            "server.authority_public_key",
+            "required with authority_secret_key; make a pair with `template-provider keygen`",
+        )),
     }
 }
 
@@ -108,28 +148,33 @@ impl Provider {
     /// # Errors
     /// A node on the wrong chain or syncing, or a listen address that cannot be bound.
     pub async fn start(config: ProviderConfig) -> anyhow::Result<Provider> {
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
         let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
-        let chain = source.check_node().await?;
-        info!(chain = %chain.chain, height = chain.blocks, "node ready");
-        let templates = match &config.node.backend {
-            NodeBackend::Rpc => source.spawn(&tracker, shutdown.clone()).await?,
-            // Templates over IPC; RPC keeps checking the node (above), ranking the farm's
-            // transactions and submitting blocks (below): submitblock gives the node's verdict.
-            NodeBackend::Ipc(ipc) => {
-                source.prioritise().await?;
-                info!(socket = %ipc.socket.display(), "templates from the node over IPC");
-                crate::node::ipc::spawn(
-                    ipc.clone(),
-                    config.node.source.policy.clone(),
-                    &tracker,
-                    shutdown.clone(),
-                )
-                .await?
+        match &config.node.backend {
+            BackendKind::Rpc => Self::start_with(source, rpc, config).await,
+            #[cfg(feature = "ipc")]
+            BackendKind::Ipc(ipc) => {
+                let backend = crate::node::ipc::IpcBackend::new(source, ipc.clone());
+                Self::start_with(backend, rpc, config).await
             }
-        };
+            #[cfg(not(feature = "ipc"))]
+            BackendKind::Ipc(_) => Err(NodeError::IpcUnavailable.into()),
+        }
+    }
+
+    async fn start_with<B: NodeBackend>(
+        backend: B,
+        rpc: RpcClient,
+        config: ProviderConfig,
+    ) -> anyhow::Result<Provider> {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let chain = backend.check().await?;
+        info!(chain = %chain.chain, height = chain.blocks, "node ready");
+        let templates = backend
+            .templates(&tracker, shutdown.clone())
+            .await
+            .map_err(|e: NodeError| anyhow::anyhow!(e))?;
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.listen)
         })?;
@@ -150,6 +195,7 @@ impl Provider {
         })
     }
 
+    /// The address the Template Distribution server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -15,18 +15,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{BlockHash, CompactTarget, Network};
-use serde::Deserialize;
+use mining_types::{NextBlock, Template, TemplateId, TemplateKind};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::node::core_chain_name;
 use crate::node::gbt::BlockTemplateReply;
-use crate::node::rpc::{RawReply, RpcClient, RpcError, RPC_METHOD_NOT_FOUND};
-use crate::template::policy::Policy;
-use crate::template::{NextBlock, Template, TemplateId, TemplateKind};
+use crate::node::rpc::{RawReply, RpcClient, RpcError};
+use crate::node::tip::{watch_tip, HeaderInfo, Update};
+use crate::node::{core_chain_name, ChainInfo, NodeBackend, NodeError, Verdict};
+use crate::policy::Policy;
 
 /// How the source watches the node.
 #[derive(Debug, Clone)]
@@ -64,52 +64,12 @@ impl Default for TemplateSourceConfig {
     }
 }
 
-/// Why the source refuses to start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    #[error("the node is on chain {actual:?}, but the config says {expected:?}")]
-    WrongNetwork { expected: String, actual: String },
-    #[error("the node is in initial block download ({blocks} of {headers} headers); mining on a stale tip would waste work, try again when it has synced")]
-    InitialBlockDownload { blocks: u64, headers: u64 },
-    #[error(transparent)]
-    Rpc(#[from] RpcError),
-}
-
-/// What the node said about itself at start.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ChainInfo {
-    pub chain: String,
-    pub blocks: u64,
-    pub headers: u64,
-    #[serde(rename = "bestblockhash")]
-    pub best_block_hash: BlockHash,
-    #[serde(rename = "initialblockdownload")]
-    pub initial_block_download: bool,
-}
-
 /// Templates from a JSON-RPC node.
 #[derive(Debug, Clone)]
 pub struct TemplateSource {
     rpc: RpcClient,
     config: TemplateSourceConfig,
     ids: Arc<AtomicU64>,
-}
-
-/// What the watchers tell the publisher.
-#[derive(Debug)]
-pub(crate) enum Update {
-    Tip { hash: BlockHash, header: HeaderInfo },
-    Full(Template),
-}
-
-/// The fields of `getblockheader` a new tip needs.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct HeaderInfo {
-    height: u32,
-    bits: String,
-    #[serde(rename = "mediantime")]
-    median_time: u32,
 }
 
 impl TemplateSource {
@@ -122,26 +82,31 @@ impl TemplateSource {
         }
     }
 
-    /// The RPC client, for block submission.
+    /// The RPC client.
     pub fn rpc(&self) -> &RpcClient {
         &self.rpc
+    }
+
+    /// How the source watches the node.
+    pub fn config(&self) -> &TemplateSourceConfig {
+        &self.config
     }
 
     /// Checks that the node is on the configured chain and has synced.
     ///
     /// # Errors
-    /// [`StartError::WrongNetwork`], [`StartError::InitialBlockDownload`], or the RPC failure.
-    pub async fn check_node(&self) -> Result<ChainInfo, StartError> {
+    /// [`NodeError::WrongNetwork`], [`NodeError::InitialBlockDownload`], or the RPC failure.
+    pub async fn check_node(&self) -> Result<ChainInfo, NodeError> {
         let info: ChainInfo = self.rpc.call("getblockchaininfo", json!([])).await?;
         let expected = core_chain_name(self.config.network);
         if info.chain != expected {
-            return Err(StartError::WrongNetwork {
+            return Err(NodeError::WrongNetwork {
                 expected: expected.into(),
                 actual: info.chain,
             });
         }
         if info.initial_block_download {
-            return Err(StartError::InitialBlockDownload {
+            return Err(NodeError::InitialBlockDownload {
                 blocks: info.blocks,
                 headers: info.headers,
             });
@@ -204,7 +169,8 @@ impl TemplateSource {
         Ok(())
     }
 
-    fn next_id(&self) -> TemplateId {
+    /// The next template id of this source.
+    pub fn next_id(&self) -> TemplateId {
         TemplateId::new(self.ids.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -294,6 +260,7 @@ impl TemplateSource {
                 endpoint,
                 self.rpc.clone(),
                 updates_tx.clone(),
+                tracker.clone(),
                 shutdown.clone(),
             ));
         }
@@ -340,6 +307,7 @@ impl TemplateSource {
     }
 }
 
+/// The publisher: turns the watchers' updates into the newest template on `out`, in order.
 async fn publish(
     source: TemplateSource,
     mut updates: mpsc::Receiver<Update>,
@@ -364,7 +332,7 @@ async fn publish(
                         out.send_replace(Arc::new(t));
                     }
                     None => {
-                        debug!(%hash, "new tip: waiting for the node's template (bits not known ahead)")
+                        debug!(%hash, "new tip: waiting for the node's template (bits not known ahead)");
                     }
                 }
             }
@@ -375,10 +343,10 @@ async fn publish(
                         continue;
                     }
                     Decision::NewTip => {
-                        info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "new template")
+                        info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "new template");
                     }
                     Decision::Update => {
-                        info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template update: more fees in reach")
+                        info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template update: more fees in reach");
                     }
                 }
                 last_update = Instant::now();
@@ -410,8 +378,11 @@ impl Default for UpdatePolicy {
 /// What the publisher does with a full template from the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// A new tip, or a full template replacing an empty one: published at once.
     NewTip,
+    /// A same-tip template worth the switch: published.
     Update,
+    /// Not published, and why.
     Drop(&'static str),
 }
 
@@ -478,106 +449,31 @@ async fn watch_templates(
     }
 }
 
-#[derive(Deserialize)]
-struct TipReply {
-    hash: BlockHash,
-}
-
-/// Learns of new tips as soon as the node does.
-async fn watch_tip(
-    source: TemplateSource,
-    mut tip: BlockHash,
-    updates: mpsc::Sender<Update>,
-    shutdown: CancellationToken,
-) {
-    let rpc = source.rpc.clone();
-    let mut can_wait = true;
-    let mut with_current_tip = true;
-    loop {
-        let wait_ms = u64::try_from(source.config.long_poll.as_millis()).unwrap_or(u64::MAX);
-        let call = async {
-            if !can_wait {
-                tokio::time::sleep(source.config.poll_interval).await;
-                return rpc.call::<BlockHash>("getbestblockhash", json!([])).await;
-            }
-            let params = if with_current_tip {
-                json!([wait_ms, tip.to_string()])
-            } else {
-                json!([wait_ms])
-            };
-            rpc.call_with_timeout::<TipReply>(
-                "waitfornewblock",
-                params,
-                source.config.long_poll + Duration::from_secs(10),
-            )
-            .await
-            .map(|r| r.hash)
-        };
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = call => r,
-        };
-        let hash = match result {
-            Ok(h) => h,
-            Err(e) if e.node_code() == Some(RPC_METHOD_NOT_FOUND) => {
-                warn!(
-                    "node has no waitfornewblock; polling getbestblockhash every {:?}",
-                    source.config.poll_interval
-                );
-                can_wait = false;
-                continue;
-            }
-            Err(RpcError::Node { .. }) if with_current_tip => {
-                // Nodes before v28 take only the timeout.
-                with_current_tip = false;
-                continue;
-            }
-            Err(e) => {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                warn!(error = %e, "tip watch failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
-            }
-        };
-        if tip == hash {
-            continue;
-        }
-        tip = hash;
-        if !report_tip(&rpc, hash, &updates).await {
-            return;
-        }
+impl NodeBackend for TemplateSource {
+    async fn check(&self) -> Result<ChainInfo, NodeError> {
+        self.check_node().await
     }
-}
 
-/// Reads a new tip's header and hands it to the publisher; `false` once the publisher is gone.
-pub(crate) async fn report_tip(
-    rpc: &RpcClient,
-    hash: BlockHash,
-    updates: &mpsc::Sender<Update>,
-) -> bool {
-    match rpc
-        .call::<HeaderInfo>("getblockheader", json!([hash.to_string(), true]))
-        .await
-    {
-        Ok(header) => updates.send(Update::Tip { hash, header }).await.is_ok(),
-        Err(e) => {
-            warn!(error = %e, %hash, "cannot read the new tip's header");
-            true
-        }
+    async fn templates(
+        &self,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<watch::Receiver<Arc<Template>>, NodeError> {
+        Ok(self.clone().spawn(tracker, shutdown).await?)
+    }
+
+    async fn submit_block(&self, block: &[u8]) -> Result<Verdict, NodeError> {
+        let reason = self.rpc.submit_block(&hex::encode(block)).await?;
+        Ok(Verdict::from_submitblock(reason))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::TemplateTx;
     use bitcoin::hashes::Hash;
     use bitcoin::{Amount, BlockHash, Network, Txid, Wtxid};
+    use mining_types::TemplateTx;
 
     fn template(prev: u8, height: u32, fees: u64, kind: TemplateKind) -> Template {
         let tx = TemplateTx {
@@ -594,7 +490,7 @@ mod tests {
             network: Network::Regtest,
             height,
             prev_hash: BlockHash::from_byte_array([prev; 32]),
-            version: 0x2000_0000,
+            version: bitcoin::block::Version::from_consensus(0x2000_0000),
             bits: CompactTarget::from_consensus(0x207f_ffff),
             min_time: 0,
             cur_time: 0,

@@ -8,18 +8,21 @@
 //! Run it through `scripts/demo.sh`, which builds everything first.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bitcoin::{Amount, BlockHash, Txid};
+use bitcoin::{Amount, ScriptBuf, Txid};
 use clap::Parser;
-use integration_tests::node::{free_local_port, BitcoinNode, NodeKind};
+use integration_tests::node::{BitcoinNode, NodeKind};
+use integration_tests::support::process::free_local_port;
+use integration_tests::support::{block_at, connect_nodes, MinerSpec};
 use integration_tests::sv2_peers::{PoolSv2, PoolSv2Config, TemplateSource};
 use integration_tests::wallet::TestWallet;
-use serde_json::json;
-use sv1_miner::{Dialect, MinerConfig, MinerEvent};
+use sv1_miner::{Dialect, MinerEvent};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 /// Mine regtest blocks through jd-proxy with simulated ASICs.
@@ -50,6 +53,23 @@ fn say(msg: impl std::fmt::Display) {
     println!("\x1b[1;36mdemo:\x1b[0m {msg}");
 }
 
+/// The farm's node and its funded wallet, and unless solo the pool with its own node.
+struct Farm {
+    node: BitcoinNode,
+    wallet: TestWallet,
+    pool: Option<PoolSv2>,
+    pool_node: Option<BitcoinNode>,
+}
+
+/// What the demo needs to say what was mined at the end.
+struct Run {
+    start: u64,
+    payout: TestWallet,
+    pool_script: Option<ScriptBuf>,
+    blocks_dir: PathBuf,
+    sent: HashSet<Txid>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -59,49 +79,93 @@ async fn main() -> anyhow::Result<()> {
         args.jd_proxy.display()
     );
 
-    say("starting the farm's regtest Bitcoin Core node");
-    let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
-    let mut wallet = TestWallet::new();
+    let mut farm = start_farm(args.solo).await?;
     let payout = TestWallet::new();
-    let mut pool = None;
-    let mut pool_node = None;
-    if args.solo {
-        wallet.fund(&node, 110).await?;
-    } else {
-        say("starting the pool's node (bitcoin-node with IPC; it refuses transactions under 5 sat/vB)");
-        let pn =
-            BitcoinNode::start_with_args(NodeKind::BitcoinNodeIpc, &["-minrelaytxfee=0.00005"])
-                .await?;
-        node.rpc(
-            "addnode",
-            json!([format!("127.0.0.1:{}", pn.p2p_port()), "onetry"]),
-        )
-        .await?;
-        wallet.fund(&pn, 110).await?;
-        node.wait_for_height(110, Duration::from_secs(30)).await?;
-        let pool_payout = TestWallet::new();
-        say("starting the reference pool pool_sv2 0.7.0 with its Job Declaration Server");
-        let p = PoolSv2::start(PoolSv2Config::new(
-            TemplateSource::ipc(&pn),
-            pool_payout.address(),
-        ))
-        .await?;
-        say(format_args!(
-            "pool ready: mining {}, JDS {}, pays {}",
-            p.listen_addr(),
-            p.jds_addr().map(|a| a.to_string()).unwrap_or_default(),
-            pool_payout.address()
-        ));
-        pool = Some(p);
-        pool_node = Some(pn);
-    }
-    let pool_script = pool.as_ref().map(|p| p.coinbase_script().clone());
-    let (start, _) = node.tip().await?;
+    let pool_script = farm.pool.as_ref().map(|p| p.coinbase_script().clone());
+    let (start, _) = farm.node.tip().await?;
     say(format_args!(
         "farm node ready at height {start}; solo block rewards go to {}",
         payout.address()
     ));
-    let upstream = match &pool {
+    let port = free_local_port()?;
+    let (config_path, blocks_dir) =
+        write_proxy_config(&farm.node, &payout, port, farm.pool.as_ref())?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut proxy = start_jd_proxy(&args.jd_proxy, &config_path, addr).await?;
+
+    let shutdown = CancellationToken::new();
+    spawn_miners(&args, addr, &shutdown);
+    let sent = mine_for_a_while(&args, &mut farm).await?;
+
+    shutdown.cancel();
+    if let Some(pid) = proxy.id() {
+        let _ = std::process::Command::new("kill")
+            .arg("-INT")
+            .arg(pid.to_string())
+            .status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(15), proxy.wait()).await;
+
+    let run = Run {
+        start,
+        payout,
+        pool_script,
+        blocks_dir,
+        sent,
+    };
+    report(&farm, &run, args.solo).await
+}
+
+/// The farm's node, funded; unless `solo`, the pool's node peered with it and the pool on it.
+async fn start_farm(solo: bool) -> anyhow::Result<Farm> {
+    say("starting the farm's regtest Bitcoin Core node");
+    let node = BitcoinNode::start(NodeKind::Bitcoind).await?;
+    let mut wallet = TestWallet::new();
+    if solo {
+        wallet.fund(&node, 110).await?;
+        return Ok(Farm {
+            node,
+            wallet,
+            pool: None,
+            pool_node: None,
+        });
+    }
+    say("starting the pool's node (bitcoin-node with IPC; it refuses transactions under 5 sat/vB)");
+    let pn =
+        BitcoinNode::start_with_args(NodeKind::BitcoinNodeIpc, &["-minrelaytxfee=0.00005"]).await?;
+    connect_nodes(&node, &pn).await?;
+    wallet.fund(&pn, 110).await?;
+    node.wait_for_height(110, Duration::from_secs(30)).await?;
+    let pool_payout = TestWallet::new();
+    say("starting the reference pool pool_sv2 0.7.0 with its Job Declaration Server");
+    let p = PoolSv2::start(PoolSv2Config::new(
+        TemplateSource::ipc(&pn),
+        pool_payout.address(),
+    ))
+    .await?;
+    say(format_args!(
+        "pool ready: mining {}, JDS {}, pays {}",
+        p.listen_addr(),
+        p.jds_addr().map(|a| a.to_string()).unwrap_or_default(),
+        pool_payout.address()
+    ));
+    Ok(Farm {
+        node,
+        wallet,
+        pool: Some(p),
+        pool_node: Some(pn),
+    })
+}
+
+/// Writes jd-proxy's config into the node's datadir; returns its path and the found-blocks
+/// directory.
+fn write_proxy_config(
+    node: &BitcoinNode,
+    payout: &TestWallet,
+    port: u16,
+    pool: Option<&PoolSv2>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let upstream = match pool {
         None => String::new(),
         Some(p) => format!(
             r#"[[upstream]]
@@ -119,8 +183,6 @@ hashrate_report_secs = 10
             p.jds_addr().map(|a| a.to_string()).unwrap_or_default()
         ),
     };
-
-    let port = free_local_port()?;
     let config_path = node.datadir().join("jd-proxy.toml");
     let blocks_dir = node.datadir().join("found-blocks");
     std::fs::write(
@@ -150,19 +212,23 @@ blocks_dir = "{blocks}"
             blocks = blocks_dir.display(),
         ),
     )?;
+    Ok((config_path, blocks_dir))
+}
+
+/// Runs the jd-proxy binary on `config` and waits (bounded) until it listens on `addr`.
+async fn start_jd_proxy(bin: &Path, config: &Path, addr: SocketAddr) -> anyhow::Result<Child> {
     say(format_args!(
         "starting {} --config {}",
-        args.jd_proxy.display(),
-        config_path.display()
+        bin.display(),
+        config.display()
     ));
-    let mut proxy = tokio::process::Command::new(&args.jd_proxy)
+    let mut proxy = tokio::process::Command::new(bin)
         .arg("--config")
-        .arg(&config_path)
+        .arg(config)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .context("starting jd-proxy")?;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         anyhow::ensure!(
@@ -174,13 +240,18 @@ blocks_dir = "{blocks}"
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(proxy)
+}
 
-    let shutdown = CancellationToken::new();
+/// One CPU miner per dialect asked for, printing its rejected shares and its disconnection.
+fn spawn_miners(args: &Args, addr: SocketAddr, shutdown: &CancellationToken) {
+    let spec = MinerSpec {
+        worker_prefix: "demo",
+        difficulty: 0.00001,
+        hashrate: args.hashrate,
+    };
     for (i, dialect) in args.miners.iter().enumerate() {
-        let config = MinerConfig::new(addr, format!("demo.{dialect}"), *dialect)
-            .with_suggest_difficulty(0.00001)
-            .with_max_hashrate(args.hashrate);
-        let mut miner = sv1_miner::spawn(config, shutdown.clone());
+        let mut miner = spec.spawn(addr, *dialect, shutdown);
         say(format_args!(
             "miner {i} speaks {dialect} at {} kH/s",
             args.hashrate / 1000.0
@@ -205,7 +276,11 @@ blocks_dir = "{blocks}"
             }
         });
     }
+}
 
+/// Mines for `args.seconds` (or until Ctrl-C), killing the pool halfway and starting it again
+/// at three quarters, with a low-fee transaction every 5 s. Returns the transactions sent.
+async fn mine_for_a_while(args: &Args, farm: &mut Farm) -> anyhow::Result<HashSet<Txid>> {
     let mut sent: HashSet<Txid> = HashSet::new();
     let begin = Instant::now();
     let end = begin + Duration::from_secs(args.seconds);
@@ -218,7 +293,7 @@ blocks_dir = "{blocks}"
     tokio::pin!(ctrl_c);
     while Instant::now() < end {
         if stopped_pool.is_none() && !restarted && Instant::now() >= kill_at {
-            if let Some(p) = pool.take() {
+            if let Some(p) = farm.pool.take() {
                 say("KILLING THE POOL: the ASICs stay connected and go on mining solo");
                 stopped_pool = Some((p.config().clone(), p.listen_addr(), p.jds_addr()));
                 drop(p);
@@ -228,12 +303,16 @@ blocks_dir = "{blocks}"
             if let Some((config, listen, jds)) = stopped_pool.take() {
                 restarted = true;
                 say("STARTING THE POOL AGAIN: mining returns to it");
-                pool = Some(PoolSv2::start_on(config, listen, jds).await?);
+                farm.pool = Some(PoolSv2::start_on(config, listen, jds).await?);
             }
         }
         if Instant::now() >= next_tx {
             // About 2 sat/vB: the farm's node takes it, the pool's node refuses it.
-            match wallet.send_self(&node, Amount::from_sat(250)).await {
+            match farm
+                .wallet
+                .send_self(&farm.node, Amount::from_sat(250))
+                .await
+            {
                 Ok(txid) => {
                     say(format_args!(
                         "put low-fee transaction {txid} in the farm node's mempool"
@@ -249,44 +328,39 @@ blocks_dir = "{blocks}"
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+    Ok(sent)
+}
 
-    shutdown.cancel();
-    if let Some(pid) = proxy.id() {
-        let _ = std::process::Command::new("kill")
-            .arg("-INT")
-            .arg(pid.to_string())
-            .status();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(15), proxy.wait()).await;
-
-    // What the node says was mined.
+/// What the node says was mined; an error unless every block pays the pool or the farm (and,
+/// with a pool, some pay each).
+async fn report(farm: &Farm, run: &Run, solo: bool) -> anyhow::Result<()> {
+    let node = &farm.node;
     let (tip, _) = node.tip().await?;
     let mut mined_txs = 0;
     let mut paid = 0;
     let mut for_pool = 0;
-    for h in start + 1..=tip {
-        let hash: BlockHash = node.rpc_as("getblockhash", json!([h])).await?;
-        let block = node.block(&hash).await?;
+    for h in run.start + 1..=tip {
+        let block = block_at(node, h).await?;
         let first = &block.txdata[0].output[0].script_pubkey;
-        if first == payout.script_pubkey() {
+        if first == run.payout.script_pubkey() {
             paid += 1;
-        } else if Some(first) == pool_script.as_ref() {
+        } else if Some(first) == run.pool_script.as_ref() {
             for_pool += 1;
         }
         mined_txs += block
             .txdata
             .iter()
-            .filter(|t| sent.contains(&t.compute_txid()))
+            .filter(|t| run.sent.contains(&t.compute_txid()))
             .count();
     }
-    let blocks = tip - start;
+    let blocks = tip - run.start;
     say(format_args!(
         "the node accepted {blocks} blocks mined through jd-proxy: {for_pool} for the pool, {paid} solo (paying {}); {mined_txs} of the {} demo transactions are in them; blocks were also written to {}",
-        payout.address(),
-        sent.len(),
-        blocks_dir.display()
+        run.payout.address(),
+        run.sent.len(),
+        run.blocks_dir.display()
     ));
-    if let Some(pn) = &pool_node {
+    if let Some(pn) = &farm.pool_node {
         let (pool_tip, _) = pn.tip().await?;
         say(format_args!(
             "the pool's node is at height {pool_tip} (the farm's at {tip})"
@@ -297,7 +371,7 @@ blocks_dir = "{blocks}"
         "the demo mined no blocks, or some pay neither the pool nor the farm"
     );
     anyhow::ensure!(
-        args.solo || (for_pool > 0 && paid > 0),
+        solo || (for_pool > 0 && paid > 0),
         "expected blocks for the pool and, while it was down, solo blocks"
     );
     Ok(())

@@ -12,18 +12,20 @@ use std::time::Duration;
 
 use bitcoin::Network;
 
-use self::raw::RawConfig;
+use self::raw::{RawConfig, RawStratum, RawTemplateProvider, RawVardiff};
 pub use self::upstream::{DeclarationMode, Endpoint, FailoverConfig, UpstreamConfig};
-use crate::job::ExtranonceLayout;
-use crate::share::Difficulty;
 use crate::sv1::vardiff::VardiffConfig;
 use crate::sv1::Sv1Config;
+use mining_types::{Difficulty, ExtranonceLayout};
 
-pub use template_provider::config::{bad, parse_network, secs, ConfigError, NodeConfig};
+pub use template_provider::config::{
+    bad, parse_network, secs, ConfigError, ConfigErrors, NodeConfig,
+};
 
 /// Where block rewards go in solo mode.
 #[derive(Debug, Clone)]
 pub enum Payout {
+    /// An address of the configured network.
     Address(bitcoin::Address),
     /// An output descriptor, turned into a script by the node (`deriveaddresses`) at start.
     Descriptor(String),
@@ -32,18 +34,26 @@ pub enum Payout {
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The chain mined.
     pub network: Network,
+    /// The farm's node.
     pub node: NodeConfig,
+    /// Where solo rewards go.
     pub payout: Payout,
+    /// Written into every coinbase.
     pub coinbase_tag: Vec<u8>,
+    /// Where ASICs connect.
     pub listen: SocketAddr,
+    /// The miner-facing server.
     pub sv1: Sv1Config,
+    /// Where found blocks are written.
     pub blocks_dir: PathBuf,
     /// Templates from an external SV2 Template Provider rather than from the node's RPC.
     pub template_provider: Option<TemplateProviderConfig>,
     /// Pools in order of preference; empty: solo mining only. Solo is also where mining goes
     /// when every pool is down.
     pub upstreams: Vec<UpstreamConfig>,
+    /// How upstreams are watched and left.
     pub failover: FailoverConfig,
 }
 
@@ -53,7 +63,7 @@ pub struct TemplateProviderConfig {
     /// `host:port`.
     pub address: String,
     /// Its authority key, pinned.
-    pub authority: template_provider::sv2::AuthorityPublicKey,
+    pub authority: sv2_wire::AuthorityPublicKey,
 }
 
 /// The BIP320 general-purpose version bits: what miners may roll unless configured otherwise.
@@ -73,157 +83,242 @@ impl Config {
     /// Validates the raw settings.
     ///
     /// # Errors
-    /// The first bad value, with its key.
-    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let network = parse_network(raw.network.as_deref().unwrap_or("bitcoin"))?;
-
-        let node = raw.node.resolve_with_policy(network, raw.policy)?;
-        if !matches!(node.backend, template_provider::config::NodeBackend::Rpc) {
-            return Err(bad(
+    /// Every bad value, each with its key.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let mut e = ConfigErrors::default();
+        let network = e
+            .take(parse_network(raw.network.as_deref().unwrap_or("bitcoin")))
+            .unwrap_or(Network::Bitcoin);
+        let node = e.take_all(raw.node.resolve_with_policy(network, raw.policy));
+        if node
+            .as_ref()
+            .is_some_and(|n| !matches!(n.backend, template_provider::config::BackendKind::Rpc))
+        {
+            e.push(bad(
                 "node.backend",
                 "jd-proxy reads the node over RPC; for Bitcoin Core IPC run template-provider with backend = \"ipc\" and point [template_provider] at it",
             ));
         }
-
         let c = raw.coinbase;
-        let payout = match (c.payout_address, c.payout_descriptor) {
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "coinbase.payout_address",
-                    "give payout_address or payout_descriptor, not both",
-                ))
-            }
-            (Some(a), None) => {
-                let addr = bitcoin::Address::from_str(&a)
-                    .map_err(|e| bad("coinbase.payout_address", format!("{a:?}: {e}")))?;
-                let addr = addr.require_network(network).map_err(|e| {
-                    bad(
-                        "coinbase.payout_address",
-                        format!("{a:?} is not a {network} address: {e}"),
-                    )
-                })?;
-                Payout::Address(addr)
-            }
-            (None, Some(d)) => Payout::Descriptor(d),
-            (None, None) => {
-                return Err(bad(
-                    "coinbase.payout_address",
-                    "required: where solo block rewards go",
-                ))
-            }
-        };
-        let tag = c.tag.unwrap_or_else(|| "/jd-proxy/".into()).into_bytes();
-        if tag.len() > 40 {
-            return Err(bad(
-                "coinbase.tag",
-                format!(
-                    "{} bytes; keep it at most 40 so the coinbase stays small",
-                    tag.len()
-                ),
-            ));
-        }
-
-        let s = raw.stratum;
-        let listen_s = s.listen.unwrap_or_else(|| "0.0.0.0:3333".into());
-        let listen = SocketAddr::from_str(&listen_s)
-            .map_err(|e| bad("stratum.listen", format!("{listen_s:?}: {e}")))?;
-        let layout = ExtranonceLayout::new(
-            s.extranonce1_bytes.unwrap_or(4),
-            s.extranonce2_bytes.unwrap_or(4),
+        let payout = e.take(payout(c.payout_address, c.payout_descriptor, network));
+        let tag = e.take(coinbase_tag(c.tag));
+        let listen = e.take(listen(raw.stratum.listen.clone()));
+        let sv1 = e.take_all(sv1(&raw.stratum, &raw.vardiff));
+        let template_provider = e.take(template_provider(raw.template_provider));
+        let upstreams = e.take(upstream::from_raw(raw.upstream));
+        let failover = e.take(FailoverConfig::from_raw(&raw.failover));
+        let (
+            Some(node),
+            Some(payout),
+            Some(coinbase_tag),
+            Some(listen),
+            Some(sv1),
+            Some(template_provider),
+            Some(upstreams),
+            Some(failover),
+        ) = (
+            node,
+            payout,
+            tag,
+            listen,
+            sv1,
+            template_provider,
+            upstreams,
+            failover,
         )
-        .map_err(|e| bad("stratum.extranonce2_bytes", e))?;
-        let mask_s = s
-            .version_rolling_mask
-            .unwrap_or_else(|| format!("{BIP320_MASK:08x}"));
-        let version_mask = u32::from_str_radix(mask_s.trim_start_matches("0x"), 16)
-            .map_err(|e| bad("stratum.version_rolling_mask", format!("{mask_s:?}: {e}")))?;
-        let max_connections = s.max_connections.unwrap_or(20_000);
-        if max_connections == 0 {
-            return Err(bad("stratum.max_connections", "must be above 0"));
-        }
-        let max_line_bytes = s.max_line_bytes.unwrap_or(4096);
-        if !(512..=1 << 20).contains(&max_line_bytes) {
-            return Err(bad("stratum.max_line_bytes", "must be 512..=1048576"));
-        }
-
-        let v = raw.vardiff;
-        let diff = |x: Option<f64>, d: f64, key: &'static str| {
-            Difficulty::new(x.unwrap_or(d)).map_err(|e| bad(key, e))
+        else {
+            return Err(e);
         };
-        let vardiff = VardiffConfig {
-            initial: diff(v.initial_difficulty, 1024.0, "vardiff.initial_difficulty")?,
-            min: diff(v.min_difficulty, 0.001, "vardiff.min_difficulty")?,
-            max: diff(v.max_difficulty, 1e15, "vardiff.max_difficulty")?,
-            target_share_interval: positive_secs(
-                v.target_share_secs,
-                10.0,
-                "vardiff.target_share_secs",
-            )?,
-            retarget_interval: positive_secs(v.retarget_secs, 60.0, "vardiff.retarget_secs")?,
-        };
-        if vardiff.min > vardiff.max {
-            return Err(bad("vardiff.min_difficulty", "above max_difficulty"));
-        }
-
-        let sv1 = Sv1Config {
-            max_connections,
-            max_line_bytes,
-            first_message_timeout: secs(
-                s.first_message_timeout_secs,
-                30,
-                "stratum.first_message_timeout_secs",
-            )?,
-            idle_timeout: secs(s.idle_timeout_secs, 900, "stratum.idle_timeout_secs")?,
-            write_timeout: secs(s.write_timeout_secs, 30, "stratum.write_timeout_secs")?,
-            layout,
-            version_mask,
-            max_ntime_future: Duration::from_secs(s.max_ntime_future_secs.unwrap_or(600)),
-            vardiff: VardiffConfig {
-                initial: vardiff.initial.clamp(vardiff.min, vardiff.max),
-                ..vardiff
-            },
-        };
-        let template_provider = match raw.template_provider {
-            None => None,
-            Some(tp) => {
-                let address = tp
-                    .address
-                    .ok_or_else(|| bad("template_provider.address", "required (host:port)"))?;
-                let key = tp.authority_public_key.ok_or_else(|| {
-                    bad(
-                        "template_provider.authority_public_key",
-                        "required: the provider's published authority key",
-                    )
-                })?;
-                let authority = key
-                    .parse()
-                    .map_err(|e| bad("template_provider.authority_public_key", e))?;
-                Some(TemplateProviderConfig { address, authority })
-            }
-        };
-        let upstreams = upstream::from_raw(raw.upstream)?;
         if !upstreams.is_empty() && template_provider.is_some() {
-            return Err(bad(
+            e.push(bad(
                 "upstream",
                 "pool mode builds jobs from the node's own templates; remove [template_provider] or the upstreams",
             ));
         }
+        if !e.is_empty() {
+            return Err(e);
+        }
         Ok(Config {
-            upstreams,
-            failover: FailoverConfig::from_raw(raw.failover)?,
-            template_provider,
             network,
             node,
             payout,
-            coinbase_tag: tag,
+            coinbase_tag,
             listen,
             sv1,
             blocks_dir: raw
                 .solo
                 .blocks_dir
                 .unwrap_or_else(|| PathBuf::from("blocks")),
+            template_provider,
+            upstreams,
+            failover,
         })
     }
+}
+
+/// `coinbase.payout_address` or `coinbase.payout_descriptor`, exactly one.
+fn payout(
+    address: Option<String>,
+    descriptor: Option<String>,
+    network: Network,
+) -> Result<Payout, ConfigError> {
+    match (address, descriptor) {
+        (Some(_), Some(_)) => Err(bad(
+            "coinbase.payout_address",
+            "give payout_address or payout_descriptor, not both",
+        )),
+        (Some(a), None) => {
+            let addr = bitcoin::Address::from_str(&a)
+                .map_err(|e| bad("coinbase.payout_address", format!("{a:?}: {e}")))?;
+            let addr = addr.require_network(network).map_err(|e| {
+                let problem = format!("{a:?} is not a {network} address: {e}");
+                bad("coinbase.payout_address", problem)
+            })?;
+            Ok(Payout::Address(addr))
+        }
+        (None, Some(d)) => Ok(Payout::Descriptor(d)),
+        (None, None) => Err(bad(
+            "coinbase.payout_address",
+            "required: where solo block rewards go",
+        )),
+    }
+}
+
+/// `coinbase.tag`: short, so the coinbase stays small for old firmware.
+fn coinbase_tag(tag: Option<String>) -> Result<Vec<u8>, ConfigError> {
+    let tag = tag.unwrap_or_else(|| "/jd-proxy/".into()).into_bytes();
+    if tag.len() > 40 {
+        let problem = format!(
+            "{} bytes; keep it at most 40 so the coinbase stays small",
+            tag.len()
+        );
+        return Err(bad("coinbase.tag", problem));
+    }
+    Ok(tag)
+}
+
+/// `stratum.listen`, every interface on port 3333 by default.
+fn listen(listen: Option<String>) -> Result<SocketAddr, ConfigError> {
+    let listen = listen.unwrap_or_else(|| "0.0.0.0:3333".into());
+    SocketAddr::from_str(&listen).map_err(|e| bad("stratum.listen", format!("{listen:?}: {e}")))
+}
+
+/// `[stratum]` and `[vardiff]`: the miner-facing server.
+fn sv1(s: &RawStratum, v: &RawVardiff) -> Result<Sv1Config, ConfigErrors> {
+    let mut e = ConfigErrors::default();
+    let layout = e.take(
+        ExtranonceLayout::new(
+            s.extranonce1_bytes.unwrap_or(4),
+            s.extranonce2_bytes.unwrap_or(4),
+        )
+        .map_err(|x| bad("stratum.extranonce2_bytes", x)),
+    );
+    let mask = s
+        .version_rolling_mask
+        .clone()
+        .unwrap_or_else(|| format!("{BIP320_MASK:08x}"));
+    let version_mask = e.take(
+        u32::from_str_radix(mask.trim_start_matches("0x"), 16)
+            .map_err(|x| bad("stratum.version_rolling_mask", format!("{mask:?}: {x}"))),
+    );
+    let max_connections = s.max_connections.unwrap_or(20_000);
+    if max_connections == 0 {
+        e.push(bad("stratum.max_connections", "must be above 0"));
+    }
+    let max_line_bytes = s.max_line_bytes.unwrap_or(4096);
+    if !(512..=1 << 20).contains(&max_line_bytes) {
+        e.push(bad("stratum.max_line_bytes", "must be 512..=1048576"));
+    }
+    let first = e.take(secs(
+        s.first_message_timeout_secs,
+        30,
+        "stratum.first_message_timeout_secs",
+    ));
+    let idle = e.take(secs(s.idle_timeout_secs, 900, "stratum.idle_timeout_secs"));
+    let write = e.take(secs(s.write_timeout_secs, 30, "stratum.write_timeout_secs"));
+    let vardiff = e.take_all(vardiff(v));
+    let (Some(layout), Some(version_mask), Some(first), Some(idle), Some(write), Some(vardiff)) =
+        (layout, version_mask, first, idle, write, vardiff)
+    else {
+        return Err(e);
+    };
+    if !e.is_empty() {
+        return Err(e);
+    }
+    Ok(Sv1Config {
+        max_connections,
+        max_line_bytes,
+        first_message_timeout: first,
+        idle_timeout: idle,
+        write_timeout: write,
+        layout,
+        version_mask,
+        max_ntime_future: Duration::from_secs(s.max_ntime_future_secs.unwrap_or(600)),
+        vardiff,
+    })
+}
+
+/// `[vardiff]`; the initial difficulty is kept within the bounds.
+fn vardiff(v: &RawVardiff) -> Result<VardiffConfig, ConfigErrors> {
+    let mut e = ConfigErrors::default();
+    let diff = |x: Option<f64>, d: f64, key: &'static str| {
+        Difficulty::new(x.unwrap_or(d)).map_err(|err| bad(key, err))
+    };
+    let initial = e.take(diff(
+        v.initial_difficulty,
+        1024.0,
+        "vardiff.initial_difficulty",
+    ));
+    let min = e.take(diff(v.min_difficulty, 0.001, "vardiff.min_difficulty"));
+    let max = e.take(diff(v.max_difficulty, 1e15, "vardiff.max_difficulty"));
+    let target = e.take(positive_secs(
+        v.target_share_secs,
+        10.0,
+        "vardiff.target_share_secs",
+    ));
+    let retarget = e.take(positive_secs(
+        v.retarget_secs,
+        60.0,
+        "vardiff.retarget_secs",
+    ));
+    let (Some(initial), Some(min), Some(max), Some(target), Some(retarget)) =
+        (initial, min, max, target, retarget)
+    else {
+        return Err(e);
+    };
+    if min > max {
+        e.push(bad("vardiff.min_difficulty", "above max_difficulty"));
+        return Err(e);
+    }
+    Ok(VardiffConfig {
+        initial: initial.clamp(min, max),
+        min,
+        max,
+        target_share_interval: target,
+        retarget_interval: retarget,
+    })
+}
+
+/// `[template_provider]`, when given: both keys are required.
+fn template_provider(
+    tp: Option<RawTemplateProvider>,
+) -> Result<Option<TemplateProviderConfig>, ConfigError> {
+    let Some(tp) = tp else {
+        return Ok(None);
+    };
+    let address = tp
+        .address
+        .ok_or_else(|| bad("template_provider.address", "required (host:port)"))?;
+    let key = tp.authority_public_key.ok_or_else(|| {
+        bad(
+            "template_provider.authority_public_key",
+            "required: the provider's published authority key",
+        )
+    })?;
+    let authority = key
+        .parse()
+        .map_err(|e| bad("template_provider.authority_public_key", e))?;
+    Ok(Some(TemplateProviderConfig { address, authority }))
 }
 
 fn positive_secs(v: Option<f64>, d: f64, key: &'static str) -> Result<Duration, ConfigError> {
@@ -276,5 +371,23 @@ mod tests {
             err.contains("listen_port"),
             "unknown keys are refused: {err}"
         );
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_at_once() {
+        let text = "network = \"regtest\"\n[coinbase]\ntag = \"0123456789012345678901234567890123456789X\"\n[stratum]\nlisten = \"nope\"\nmax_connections = 0\n[vardiff]\nretarget_secs = -1\n[node]\nrpc_url = \"https://x\"\n[failover]\nresponse_timeout_secs = 0\n";
+        let err = parse(text).unwrap_err();
+        for key in [
+            "coinbase.payout_address",
+            "coinbase.tag",
+            "stratum.listen",
+            "stratum.max_connections",
+            "vardiff.retarget_secs",
+            "node.rpc_url",
+            "failover.response_timeout_secs",
+        ] {
+            assert!(err.contains(key), "{key} missing from:\n{err}");
+        }
+        assert_eq!(err.lines().count(), 7, "one line per bad key:\n{err}");
     }
 }

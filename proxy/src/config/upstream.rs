@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use template_provider::sv2::AuthorityPublicKey;
+pub use job_declarator::Mode as DeclarationMode;
+use sv2_wire::AuthorityPublicKey;
 
 use super::raw::{RawFailover, RawUpstream};
 use super::{bad, secs, ConfigError};
@@ -13,17 +14,8 @@ use super::{bad, secs, ConfigError};
 pub struct Endpoint {
     /// `host:port`.
     pub address: String,
+    /// The key its certificate must be signed by.
     pub authority: AuthorityPublicKey,
-}
-
-/// What the proxy tells the Job Declaration Server about its blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeclarationMode {
-    /// The template's transaction list (wtxids) goes to the JDS, which may ask for the ones
-    /// it lacks: the pool can check and propagate the block.
-    FullTemplate,
-    /// Only the coinbase is declared; the proxy alone propagates its blocks.
-    CoinbaseOnly,
 }
 
 /// One pool.
@@ -31,6 +23,7 @@ pub enum DeclarationMode {
 pub struct UpstreamConfig {
     /// For logs.
     pub name: String,
+    /// The pool's mining service.
     pub pool: Endpoint,
     /// The JDS, and what is declared to it; `None`: mine the pool's own jobs.
     pub jds: Option<(Endpoint, DeclarationMode)>,
@@ -53,7 +46,8 @@ pub struct FailoverConfig {
 }
 
 impl FailoverConfig {
-    pub(super) fn from_raw(raw: RawFailover) -> Result<Self, ConfigError> {
+    /// Checks `[failover]`.
+    pub(super) fn from_raw(raw: &RawFailover) -> Result<Self, ConfigError> {
         Ok(FailoverConfig {
             connect_timeout: secs(raw.connect_timeout_secs, 5, "failover.connect_timeout_secs")?,
             response_timeout: secs(

@@ -1,91 +1,70 @@
-//! Jobs: a template made ready for miners, serialized once and shared by every connection.
+//! Jobs: a template made ready for miners, serialized once and shared by every connection, and
+//! the one task that publishes them.
+//!
+//! The [`Publisher`] turns every template (or, for a pool without job declaration, every job
+//! of the pool's own) into a [`Job`] under the current [`Plan`] (whose coinbase: the farm's
+//! payout, or a pool's outputs) and hands it to every session through a `watch`. A `watch`
+//! holds only the newest job: a slow session skips jobs it had no time to send and never
+//! queues. Jobs for a pool also go, in order and never skipped, to that pool's channel, which
+//! declares them.
 
-pub mod extranonce;
-pub mod factory;
-
-use std::fmt;
 use std::sync::Arc;
 
 use bitcoin::hashes::Hash;
-use bitcoin::{block, BlockHash, TxMerkleNode, Txid};
-use template_provider::template::merkle;
-use template_provider::{CoinbaseConfig, CoinbaseError, CoinbaseSplit, Template};
+use bitcoin::{block, Amount, BlockHash, ScriptBuf, TxMerkleNode, TxOut, Txid};
+use mining_types::{
+    merkle, CoinbaseConfig, CoinbaseError, CoinbaseSplit, ExtranonceLayout, JobId, Template,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
 
-pub use self::extranonce::{Extranonce1, ExtranonceLayout};
-
-/// A job's number, as miners see it (lower-case hex in `mining.notify`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JobId(u32);
-
-impl JobId {
-    /// Wraps a raw id.
-    pub const fn new(raw: u32) -> Self {
-        JobId(raw)
-    }
-
-    /// The raw number.
-    pub const fn get(self) -> u32 {
-        self.0
-    }
-
-    /// Parses the id a miner echoes back; `None` for anything we never sent.
-    pub fn parse(s: &str) -> Option<JobId> {
-        if s.is_empty() || s.len() > 8 {
-            return None;
-        }
-        u32::from_str_radix(s, 16).ok().map(JobId)
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:x}", self.0)
-    }
-}
+use crate::sv1::codec::{render, NotifyFields};
+use crate::upstream::shares::PoolTag;
 
 /// A job: one template with its coinbase split and the `mining.notify` lines for it.
 #[derive(Debug)]
 pub struct Job {
+    /// The id miners echo in their shares.
     pub id: JobId,
+    /// What the job builds.
     pub template: Arc<Template>,
+    /// The coinbase around the extranonce.
     pub coinbase: CoinbaseSplit,
     /// The first job on its previous block hash: miners must drop older work.
     pub clean: bool,
-    /// Set when the job is mined for a pool: where its shares go.
-    pub pool: Option<crate::upstream::PoolTag>,
+    /// Set when the job is mined for a pool: which link its shares go to.
+    pub pool: Option<PoolTag>,
     /// Both variants of the notify line, newline included, built once for all connections.
     notify: [Box<[u8]>; 2],
 }
 
 impl Job {
-    /// Builds a job and its notify lines.
-    ///
-    /// # Errors
-    /// When the coinbase cannot be built (tag too long for the scriptSig).
+    /// Builds a job around a coinbase, and its notify lines.
     pub fn new(
-        id: JobId,
-        template: Arc<Template>,
-        coinbase_config: &CoinbaseConfig,
-        layout: ExtranonceLayout,
-        clean: bool,
-    ) -> Result<Job, CoinbaseError> {
-        let coinbase = CoinbaseSplit::build(&template, coinbase_config, layout.total_len())?;
-        Ok(Job::with_coinbase(id, template, coinbase, clean, None))
-    }
-
-    /// Builds a job around a coinbase already split (a pool's outputs and channel prefix).
-    pub fn with_coinbase(
         id: JobId,
         template: Arc<Template>,
         coinbase: CoinbaseSplit,
         clean: bool,
-        pool: Option<crate::upstream::PoolTag>,
+        pool: Option<PoolTag>,
     ) -> Job {
-        let notify = [false, true].map(|c| {
-            notify_line(id, &template, &coinbase, c)
-                .into_bytes()
-                .into_boxed_slice()
-        });
+        let prev_hash = sv1_prev_hash(&template.prev_hash);
+        let branch: Vec<String> = template
+            .merkle_path
+            .iter()
+            .map(|n| hex::encode(n.as_byte_array()))
+            .collect();
+        let fields = NotifyFields {
+            job_id: id,
+            prev_hash: &prev_hash,
+            coinb1: coinbase.prefix(),
+            coinb2: coinbase.suffix(),
+            merkle_branch: &branch,
+            version: template.version.to_consensus() as u32,
+            bits: template.bits.to_consensus(),
+            ntime: template.cur_time,
+        };
+        let notify = [false, true].map(|c| render::notify(&fields, c).into_boxed_slice());
         Job {
             id,
             template,
@@ -111,12 +90,12 @@ impl Job {
     pub fn header(
         &self,
         coinbase_txid: Txid,
-        version: i32,
+        version: block::Version,
         ntime: u32,
         nonce: u32,
     ) -> block::Header {
         block::Header {
-            version: block::Version::from_consensus(version),
+            version,
             prev_blockhash: self.template.prev_hash,
             merkle_root: self.merkle_root(coinbase_txid),
             time: ntime,
@@ -142,41 +121,266 @@ pub fn sv1_prev_hash(hash: &BlockHash) -> String {
     hex::encode(swapped)
 }
 
-fn notify_line(id: JobId, t: &Template, coinbase: &CoinbaseSplit, clean: bool) -> String {
-    let branch: Vec<String> = t
-        .merkle_path
+/// Whose coinbase jobs carry, and where they go besides the miners.
+#[derive(Debug, Clone, Default)]
+pub enum Plan {
+    /// The farm's own payout: blocks go to the local node.
+    #[default]
+    Solo,
+    /// Mining for a pool.
+    Pool(PoolPlan),
+}
+
+/// Mining for a pool: its link, and whose jobs.
+#[derive(Debug, Clone)]
+pub struct PoolPlan {
+    /// The link the jobs are mined for.
+    pub tag: PoolTag,
+    /// Every job made under this plan, in order, for the channel to track (and declare).
+    pub jobs: mpsc::UnboundedSender<Arc<Job>>,
+    /// Whose jobs.
+    pub work: PoolWork,
+}
+
+/// Whose jobs are mined for a pool.
+#[derive(Debug, Clone)]
+pub enum PoolWork {
+    /// The farm's templates with the pool's coinbase outputs, declared to its JDS.
+    Declared {
+        /// As the pool asked for them; a zero value is filled with what the template leaves.
+        outputs: Vec<TxOut>,
+        /// The scriptSig bytes before the miner's extranonce: the channel's extranonce prefix
+        /// and the padding up to the channel's extranonce size.
+        fixed: Vec<u8>,
+    },
+    /// The pool's own jobs, as its channel sends them ([`Command::PoolJob`]).
+    PoolJobs,
+}
+
+/// What the publisher is told.
+#[derive(Debug)]
+pub enum Command {
+    /// Jobs from now on follow this plan; a clean job under it goes out at once (unless the
+    /// pool's own jobs are to be mined: they come from its channel).
+    SetPlan(Plan),
+    /// A job of a pool's own, from the channel of `tag.link`; ignored unless that link's
+    /// plan is in force. Its template id is the pool's job id.
+    PoolJob {
+        /// The link it came from.
+        tag: PoolTag,
+        /// The pool's template (merkle path, tip).
+        template: Arc<Template>,
+        /// The coinbase, with the channel's prefix.
+        coinbase: CoinbaseSplit,
+        /// The pool said to drop older work.
+        clean: bool,
+    },
+}
+
+/// The pool's outputs with the block's value: outputs the pool left at zero share what the
+/// pool's own fixed amounts leave of `value` (the first of them takes any remainder).
+pub fn pool_outputs(outputs: &[TxOut], value: Amount) -> Vec<(ScriptBuf, Amount)> {
+    let fixed: Amount = outputs
         .iter()
-        .map(|n| hex::encode(n.as_byte_array()))
-        .collect();
-    let params = serde_json::json!([
-        id.to_string(),
-        sv1_prev_hash(&t.prev_hash),
-        hex::encode(coinbase.prefix()),
-        hex::encode(coinbase.suffix()),
-        branch,
-        format!("{:08x}", t.version as u32),
-        format!("{:08x}", t.bits.to_consensus()),
-        format!("{:08x}", t.cur_time),
-        clean,
-    ]);
-    let mut line =
-        serde_json::json!({"id": null, "method": "mining.notify", "params": params}).to_string();
-    line.push('\n');
-    line
+        .map(|o| o.value)
+        .fold(Amount::ZERO, |a, b| a.checked_add(b).unwrap_or(a));
+    let mut left = value.checked_sub(fixed).unwrap_or(Amount::ZERO);
+    outputs
+        .iter()
+        .map(|o| {
+            if o.value == Amount::ZERO {
+                let v = left;
+                left = Amount::ZERO;
+                (o.script_pubkey.clone(), v)
+            } else {
+                (o.script_pubkey.clone(), o.value)
+            }
+        })
+        .collect()
+}
+
+/// Builds jobs from templates under a plan.
+#[derive(Debug)]
+pub struct JobFactory {
+    coinbase: CoinbaseConfig,
+    layout: ExtranonceLayout,
+    plan: Plan,
+    next_id: JobId,
+}
+
+impl JobFactory {
+    /// A factory paying `coinbase` in solo mode, with room for `layout`'s extranonce.
+    pub fn new(coinbase: CoinbaseConfig, layout: ExtranonceLayout) -> Self {
+        JobFactory {
+            coinbase,
+            layout,
+            plan: Plan::Solo,
+            next_id: JobId::new(1),
+        }
+    }
+
+    fn next_id(&mut self) -> JobId {
+        let id = self.next_id;
+        self.next_id = id.next();
+        id
+    }
+
+    /// The job for `template` under the current plan; `previous` decides whether it is clean.
+    ///
+    /// # Errors
+    /// When the coinbase cannot be built.
+    pub fn make(
+        &mut self,
+        template: Arc<Template>,
+        previous: Option<&Job>,
+    ) -> Result<Job, CoinbaseError> {
+        let clean = previous.is_none_or(|p| p.prev_hash() != template.prev_hash);
+        let id = self.next_id();
+        let (coinbase, pool) = match &self.plan {
+            Plan::Pool(PoolPlan {
+                tag,
+                work: PoolWork::Declared { outputs, fixed },
+                ..
+            }) => {
+                let outputs = pool_outputs(outputs, template.coinbase_value);
+                let split = CoinbaseSplit::with_outputs(
+                    &template,
+                    &self.coinbase.tag,
+                    &outputs,
+                    fixed,
+                    self.layout.total_len(),
+                )?;
+                (split, Some(*tag))
+            }
+            _ => (
+                CoinbaseSplit::build(&template, &self.coinbase, self.layout.total_len())?,
+                None,
+            ),
+        };
+        Ok(Job::new(id, template, coinbase, clean, pool))
+    }
+}
+
+/// The one task that publishes jobs to every session.
+#[derive(Debug)]
+pub struct Publisher {
+    /// Builds the jobs.
+    pub factory: JobFactory,
+    /// The farm's templates.
+    pub templates: watch::Receiver<Arc<Template>>,
+    /// Plans and pool jobs.
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    /// Where sessions read jobs.
+    pub jobs: watch::Sender<Arc<Job>>,
+}
+
+impl Publisher {
+    /// Publishes until shutdown.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = self.templates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !self.pool_jobs() {
+                        self.publish(false);
+                    }
+                }
+                Some(command) = self.commands.recv() => self.on_command(command),
+            }
+        }
+    }
+
+    fn pool_jobs(&self) -> bool {
+        matches!(
+            &self.factory.plan,
+            Plan::Pool(PoolPlan {
+                work: PoolWork::PoolJobs,
+                ..
+            })
+        )
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::SetPlan(plan) => {
+                self.factory.plan = plan;
+                // A new coinbase: miners drop work whose shares no longer go anywhere. A
+                // pool's own jobs come from its channel.
+                if !self.pool_jobs() {
+                    self.publish(true);
+                }
+            }
+            Command::PoolJob {
+                tag,
+                template,
+                coinbase,
+                clean,
+            } => {
+                let Plan::Pool(plan) = &self.factory.plan else {
+                    return;
+                };
+                if plan.tag != tag || !self.pool_jobs() {
+                    return;
+                }
+                let jobs = plan.jobs.clone();
+                let id = self.factory.next_id();
+                let job = Arc::new(Job::new(id, template, coinbase, clean, Some(tag)));
+                let _ = jobs.send(job.clone());
+                self.jobs.send_replace(job);
+            }
+        }
+    }
+
+    /// Publishes a job for the current template; `clean` forces the clean flag.
+    fn publish(&mut self, clean: bool) {
+        let template = self.templates.borrow_and_update().clone();
+        let previous = (!clean).then(|| self.jobs.borrow().clone());
+        match self.factory.make(template, previous.as_deref()) {
+            Ok(job) => {
+                let job = Arc::new(job);
+                if job.clean {
+                    info!(job = %job.id, height = job.template.height, txs = job.template.txs.len(), kind = ?job.template.kind, "clean job");
+                }
+                if let Plan::Pool(p) = &self.factory.plan {
+                    let _ = p.jobs.send(job.clone());
+                }
+                self.jobs.send_replace(job);
+            }
+            Err(e) => {
+                error!(error = %e, "cannot build a job from the template; miners keep the previous job");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn job_ids_round_trip_and_reject_garbage() {
-        let id = JobId::new(0xdead_beef);
-        assert_eq!(JobId::parse(&id.to_string()), Some(id));
-        assert_eq!(JobId::parse("1a"), Some(JobId::new(0x1a)));
-        for bad in ["", "xyz", "123456789", "-1"] {
-            assert_eq!(JobId::parse(bad), None, "{bad}");
+    fn out(script: u8, sat: u64) -> TxOut {
+        TxOut {
+            value: Amount::from_sat(sat),
+            script_pubkey: ScriptBuf::from_bytes(vec![script]),
         }
+    }
+
+    #[test]
+    fn the_pool_payout_output_takes_what_the_block_leaves() {
+        let value = Amount::from_sat(5_000_000_000);
+        let got = pool_outputs(&[out(1, 0), out(2, 0), out(3, 1_000)], value);
+        let values: Vec<u64> = got.iter().map(|(_, v)| v.to_sat()).collect();
+        assert_eq!(
+            values,
+            [4_999_999_000, 0, 1_000],
+            "first zero output is the pool payout"
+        );
+        assert_eq!(got[0].0.as_bytes(), [1]);
+        // Outputs asking for more than the block has never make value up.
+        let got = pool_outputs(&[out(1, 0), out(2, 9_000_000_000)], value);
+        assert_eq!(got[0].1, Amount::ZERO);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! block is recognised the moment its hash meets the network target.
 
 use bitcoin::{block, BlockHash, Target};
+use mining_types::Extranonce1;
 
-use crate::job::{Extranonce1, Job};
+use crate::job::Job;
 
 /// Why a share was refused. Each reason is counted and answered on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,8 +70,11 @@ impl Reject {
 /// The fields of one `mining.submit`, decoded.
 #[derive(Debug, Clone, Copy)]
 pub struct Submission<'a> {
+    /// The miner's extranonce2, at the negotiated size.
     pub extranonce2: &'a [u8],
+    /// The header time.
     pub ntime: u32,
+    /// The header nonce.
     pub nonce: u32,
     /// The 6th parameter, when the miner rolls versions.
     pub version_bits: Option<u32>,
@@ -92,7 +96,9 @@ pub struct ShareCheck {
 /// A share that passed.
 #[derive(Debug, Clone, Copy)]
 pub struct ValidShare {
+    /// The header the miner hashed.
     pub header: block::Header,
+    /// Its hash.
     pub hash: BlockHash,
     /// The hash meets the network target: this share is a block.
     pub is_block: bool,
@@ -113,7 +119,7 @@ pub fn check_share(
     if en1.len() + share.extranonce2.len() != job.coinbase.extranonce_len() {
         return Err(Reject::BadExtranonce2);
     }
-    let base_version = job.template.version as u32;
+    let base_version = job.template.version.to_consensus() as u32;
     let version = match share.version_bits {
         None => base_version,
         Some(bits) if bits & !check.version_mask == 0 => {
@@ -131,7 +137,8 @@ pub fn check_share(
         return Err(Reject::NtimeOutOfRange);
     }
     let txid = job.coinbase.txid(&[en1, share.extranonce2]);
-    let header = job.header(txid, version as i32, share.ntime, share.nonce);
+    let version = block::Version::from_consensus(version as i32);
+    let header = job.header(txid, version, share.ntime, share.nonce);
     let hash = header.block_hash();
     if !check.target.is_met_by(hash) {
         return Err(Reject::AboveTarget);
@@ -146,92 +153,16 @@ pub fn check_share(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use bitcoin::absolute::LockTime;
-    use bitcoin::consensus::{deserialize, serialize};
-    use bitcoin::hashes::Hash;
-    use bitcoin::transaction::Version;
-    use bitcoin::{
-        Amount, Block, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
-        TxOut, Witness, WitnessMerkleNode,
-    };
-    use template_provider::template::{merkle, TemplateTx};
-    use template_provider::{CoinbaseConfig, Template, TemplateId, TemplateKind};
+    use bitcoin::consensus::deserialize;
+    use bitcoin::Block;
+    use mining_types::{Extranonce1, Solution};
 
     use super::*;
-    use crate::job::extranonce::Extranonce1Allocator;
-    use crate::job::{ExtranonceLayout, JobId};
     use crate::share::Difficulty;
+    use crate::test_support::{self, layout};
 
-    fn spend(n: u8) -> Transaction {
-        Transaction {
-            version: Version::TWO,
-            lock_time: LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint {
-                    txid: bitcoin::Txid::from_byte_array([n; 32]),
-                    vout: 0,
-                },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::from_slice(&[vec![n; 71], vec![2; 33]]),
-            }],
-            output: vec![TxOut {
-                value: Amount::from_sat(1000),
-                script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
-            }],
-        }
-    }
-
-    /// A regtest template with three segwit spends and the commitment Core would compute.
-    fn template() -> Template {
-        let txs: Vec<Transaction> = (1..=3).map(spend).collect();
-        let wtxids =
-            std::iter::once(WitnessMerkleNode::all_zeros())
-                .chain(txs.iter().map(|t| {
-                    WitnessMerkleNode::from_byte_array(t.compute_wtxid().to_byte_array())
-                }));
-        let witness_root = bitcoin::merkle_tree::calculate_root(wtxids).unwrap();
-        let commitment = Block::compute_witness_commitment(&witness_root, &[0u8; 32]);
-        let mut script = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
-        script.extend_from_slice(commitment.as_byte_array());
-        let template_txs: Vec<TemplateTx> = txs
-            .iter()
-            .map(|t| TemplateTx {
-                txid: t.compute_txid(),
-                wtxid: t.compute_wtxid(),
-                data: serialize(t),
-                fee: Some(Amount::from_sat(100)),
-                weight: t.weight().to_wu(),
-                depends: vec![],
-            })
-            .collect();
-        Template {
-            id: TemplateId::new(1),
-            kind: TemplateKind::Full,
-            network: Network::Regtest,
-            height: 500,
-            prev_hash: bitcoin::BlockHash::from_byte_array([9; 32]),
-            version: 0x2000_0000,
-            bits: CompactTarget::from_consensus(0x207f_ffff),
-            min_time: 1_700_000_000,
-            cur_time: 1_700_000_100,
-            coinbase_value: Amount::from_sat(1_250_000_300),
-            witness_commitment: Some(ScriptBuf::from_bytes(script)),
-            merkle_path: merkle::coinbase_path(template_txs.iter().map(|t| t.txid)),
-            txs: Arc::new(template_txs),
-        }
-    }
-
-    fn job() -> (Job, Extranonce1) {
-        let layout = ExtranonceLayout::new(4, 4).unwrap();
-        let config = CoinbaseConfig {
-            payout_script: ScriptBuf::from_bytes(vec![0x51]),
-            tag: b"/t/".to_vec(),
-        };
-        let job = Job::new(JobId::new(1), Arc::new(template()), &config, layout, true).unwrap();
-        (job, Extranonce1Allocator::new(layout).allocate())
+    fn job() -> (std::sync::Arc<Job>, Extranonce1) {
+        (test_support::job(1), Extranonce1::from_counter(1, layout()))
     }
 
     fn check(difficulty: f64) -> ShareCheck {
@@ -276,9 +207,8 @@ mod tests {
             .is_ok());
         let mut en = en1.as_bytes().to_vec();
         en.extend_from_slice(&[0, 0, 0, 7]);
-        let raw = job
-            .template
-            .assemble_block(&valid.header, &job.coinbase, &en);
+        let solution = Solution::from_split(job.template.id, &valid.header, &job.coinbase, &en);
+        let raw = solution.assemble(&job.template).expect("assembles").bytes;
         let block: Block = deserialize(&raw).expect("a block that decodes");
         assert_eq!(block.block_hash(), valid.hash);
         assert_eq!(block.txdata.len(), 4);

@@ -1,24 +1,35 @@
-//! Stratum V1 messages: JSON-RPC lines in, typed requests out; replies and notifications
+//! Stratum V1 messages: JSON-RPC lines in, typed requests out; every reply and notification
 //! rendered as lines. No I/O here.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use mining_types::{Extranonce2, JobId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::share::Reject;
 
 /// A request from a miner.
 #[derive(Debug, PartialEq)]
 pub enum Request<'a> {
+    /// `mining.subscribe`, with the firmware's user agent when it sends one.
     Subscribe {
+        /// The user agent.
         agent: Option<Cow<'a, str>>,
     },
+    /// `mining.authorize`.
     Authorize {
+        /// The worker name.
         worker: Cow<'a, str>,
     },
+    /// BIP310 `mining.configure`.
     Configure(Configure),
-    Submit(Submit<'a>),
+    /// `mining.submit`: the typed share, or the reason its fields do not read.
+    Submit(Result<Submit, Reject>),
+    /// `mining.suggest_difficulty`.
     SuggestDifficulty(f64),
+    /// `mining.extranonce.subscribe`.
     ExtranonceSubscribe,
     /// A method we do not serve; answered with an error, never a disconnect.
     Unknown(Cow<'a, str>),
@@ -37,15 +48,48 @@ pub struct Configure {
     pub unknown: Vec<String>,
 }
 
-/// `mining.submit` fields, still as the miner wrote them.
-#[derive(Debug, PartialEq)]
-pub struct Submit<'a> {
-    pub worker: Cow<'a, str>,
-    pub job_id: Cow<'a, str>,
-    pub extranonce2: Cow<'a, str>,
-    pub ntime: Cow<'a, str>,
-    pub nonce: Cow<'a, str>,
-    pub version_bits: Option<Cow<'a, str>>,
+/// A `mining.submit`, read: hex with or without zero padding, the job id as we sent it.
+///
+/// The extranonce2 is read at its hex length; the session pads it to the negotiated size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submit {
+    /// The job the share is on.
+    pub job_id: JobId,
+    /// The part of the extranonce the miner rolled.
+    pub extranonce2: Extranonce2,
+    /// The header time.
+    pub ntime: u32,
+    /// The header nonce.
+    pub nonce: u32,
+    /// The 6th parameter, when the miner rolls versions: the rolled bits or the whole version.
+    pub version_bits: Option<u32>,
+}
+
+impl Submit {
+    /// Reads the fields of a submit: worker, job id, extranonce2, ntime, nonce and the
+    /// optional version bits; the worker name is not used (a connection has one).
+    ///
+    /// # Errors
+    /// The [`Reject`] reason of the first field that does not read.
+    pub fn read(fields: &[Cow<'_, str>], extranonce2_len: usize) -> Result<Submit, Reject> {
+        let field = |i: usize| fields.get(i).map_or("", |f| f.as_ref());
+        let job_id = JobId::parse(field(1)).ok_or(Reject::UnknownJob)?;
+        let extranonce2 =
+            Extranonce2::from_hex(field(2), extranonce2_len).map_err(|_| Reject::BadExtranonce2)?;
+        let ntime = parse_hex_u32(field(3)).ok_or(Reject::Malformed)?;
+        let nonce = parse_hex_u32(field(4)).ok_or(Reject::Malformed)?;
+        let version_bits = match fields.get(5) {
+            Some(v) => Some(parse_hex_u32(v).ok_or(Reject::Malformed)?),
+            None => None,
+        };
+        Ok(Submit {
+            job_id,
+            extranonce2,
+            ntime,
+            nonce,
+            version_bits,
+        })
+    }
 }
 
 /// One decoded line: the id to echo and what was asked.
@@ -53,6 +97,7 @@ pub struct Submit<'a> {
 pub struct Message<'a> {
     /// The request id exactly as sent (number, string or null), echoed verbatim.
     pub id: &'a str,
+    /// What was asked.
     pub request: Request<'a>,
 }
 
@@ -69,8 +114,11 @@ pub enum DecodeError {
     /// A known method with parameters we cannot read; answered with an error.
     #[error("bad params for {method}: {detail}")]
     BadParams {
+        /// The request id, to answer.
         id: String,
+        /// The method.
         method: &'static str,
+        /// What is wrong with them.
         detail: String,
     },
 }
@@ -87,11 +135,12 @@ struct Envelope<'a> {
 
 const NULL: &str = "null";
 
-/// Decodes one line (without its newline).
+/// Decodes one line (without its newline); `extranonce2_len` is the connection's negotiated
+/// size, for reading submits.
 ///
 /// # Errors
 /// [`DecodeError`]: garbage, a reply, or unreadable params of a known method.
-pub fn decode(line: &[u8]) -> Result<Message<'_>, DecodeError> {
+pub fn decode(line: &[u8], extranonce2_len: usize) -> Result<Message<'_>, DecodeError> {
     let env: Envelope<'_> =
         serde_json::from_slice(line).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let id = env.id.map_or(NULL, RawValue::get);
@@ -128,20 +177,11 @@ pub fn decode(line: &[u8]) -> Result<Message<'_>, DecodeError> {
                     format!("{} params, expected 5 or 6", p.len()),
                 ));
             }
-            let mut it = p.into_iter();
-            let mut next = || it.next();
-            Request::Submit(Submit {
-                worker: next().unwrap_or_default(),
-                job_id: next().unwrap_or_default(),
-                extranonce2: next().unwrap_or_default(),
-                ntime: next().unwrap_or_default(),
-                nonce: next().unwrap_or_default(),
-                version_bits: next(),
-            })
+            Request::Submit(Submit::read(&p, extranonce2_len))
         }
-        "mining.configure" => {
-            Request::Configure(decode_configure(params).map_err(|d| bad("mining.configure", d))?)
-        }
+        "mining.configure" => Request::Configure(
+            decode_configure(params).map_err(|d| bad("mining.configure", d.to_string()))?,
+        ),
         "mining.suggest_difficulty" => {
             let p: Vec<serde_json::Value> = serde_json::from_str(params)
                 .map_err(|e| bad("mining.suggest_difficulty", e.to_string()))?;
@@ -170,27 +210,34 @@ fn parse_lenient<'a, T: Deserialize<'a>>(params: &'a str) -> Option<T> {
     serde_json::from_str(params).ok()
 }
 
-fn decode_configure(params: &str) -> Result<Configure, String> {
-    let (exts, opts): (Vec<String>, serde_json::Map<String, serde_json::Value>) =
-        match serde_json::from_str::<Vec<serde_json::Value>>(params) {
-            Ok(mut v) if !v.is_empty() => {
-                let opts = match v.get_mut(1).map(serde_json::Value::take) {
-                    Some(serde_json::Value::Object(m)) => m,
-                    _ => Default::default(),
-                };
-                let exts = serde_json::from_value(v.swap_remove(0)).map_err(|e| e.to_string())?;
-                (exts, opts)
-            }
-            Ok(_) => return Err("no extension list".into()),
-            Err(e) => return Err(e.to_string()),
-        };
+/// A `mining.configure` whose parameters do not read.
+#[derive(Debug, thiserror::Error)]
+enum BadConfigure {
+    #[error("no extension list")]
+    NoExtensions,
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("bad version-rolling.mask {0:?}")]
+    Mask(String),
+}
+
+fn decode_configure(params: &str) -> Result<Configure, BadConfigure> {
+    let mut v = serde_json::from_str::<Vec<serde_json::Value>>(params)?;
+    if v.is_empty() {
+        return Err(BadConfigure::NoExtensions);
+    }
+    let opts = match v.get_mut(1).map(serde_json::Value::take) {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::default(),
+    };
+    let exts: Vec<String> = serde_json::from_value(v.swap_remove(0))?;
     let mut out = Configure::default();
     for ext in exts {
         match ext.as_str() {
             "version-rolling" => {
                 let mask = match opts.get("version-rolling.mask") {
                     Some(serde_json::Value::String(s)) => {
-                        parse_hex_u32(s).ok_or_else(|| format!("bad version-rolling.mask {s:?}"))?
+                        parse_hex_u32(s).ok_or_else(|| BadConfigure::Mask(s.clone()))?
                     }
                     // No mask given: the miner takes whatever we allow.
                     _ => u32::MAX,
@@ -217,22 +264,17 @@ pub fn parse_hex_u32(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 16).ok()
 }
 
-/// An extranonce2 that is not hex of the negotiated size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("extranonce2 is not hex of the negotiated size")]
-pub struct Extranonce2Error;
-
-/// Decodes extranonce2 into `out`: left-pads unpadded hex with zeros to `len` bytes.
-///
-/// # Errors
-/// When the hex is invalid or longer than `len` bytes.
-pub fn parse_extranonce2(s: &str, len: usize, out: &mut [u8; 8]) -> Result<(), Extranonce2Error> {
-    if s.is_empty() || s.len() > len * 2 || len > 8 {
-        return Err(Extranonce2Error);
-    }
-    let mut padded = [b'0'; 16];
-    padded[len * 2 - s.len()..len * 2].copy_from_slice(s.as_bytes());
-    hex::decode_to_slice(&padded[..len * 2], &mut out[..len]).map_err(|_| Extranonce2Error)
+/// What the proxy answers a `mining.configure` with.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConfigureReply {
+    /// `None`: not asked; `Some(None)`: refused; `Some(Some(mask))`: the mask granted.
+    pub version_rolling: Option<Option<u32>>,
+    /// Whether `minimum-difficulty` was asked (always granted).
+    pub minimum_difficulty: bool,
+    /// Whether `subscribe-extranonce` was asked (always granted).
+    pub subscribe_extranonce: bool,
+    /// Extensions we do not know, answered `false`.
+    pub unknown: Vec<String>,
 }
 
 /// Renders replies and notifications into a buffer.
@@ -259,6 +301,45 @@ pub mod render {
         out.extend_from_slice(s.as_bytes());
     }
 
+    /// A refused share, with the classic code and message for its reason.
+    pub fn reject(out: &mut Vec<u8>, id: &str, reason: Reject) {
+        let (code, message) = reason.sv1_error();
+        error(out, id, code, message);
+    }
+
+    /// The `mining.subscribe` result: both subscriptions, extranonce1 and the extranonce2 size.
+    pub fn subscribed(out: &mut Vec<u8>, id: &str, extranonce1: &str, extranonce2_len: usize) {
+        let result = format!(
+            "[[[\"mining.set_difficulty\",\"{extranonce1}\"],[\"mining.notify\",\"{extranonce1}\"]],\"{extranonce1}\",{extranonce2_len}]"
+        );
+        ok(out, id, &result);
+    }
+
+    /// The `mining.configure` result.
+    pub fn configured(out: &mut Vec<u8>, id: &str, reply: &ConfigureReply) {
+        let mut result = serde_json::Map::new();
+        match reply.version_rolling {
+            None => {}
+            Some(None) => {
+                result.insert("version-rolling".into(), false.into());
+            }
+            Some(Some(mask)) => {
+                result.insert("version-rolling".into(), true.into());
+                result.insert("version-rolling.mask".into(), format!("{mask:08x}").into());
+            }
+        }
+        if reply.minimum_difficulty {
+            result.insert("minimum-difficulty".into(), true.into());
+        }
+        if reply.subscribe_extranonce {
+            result.insert("subscribe-extranonce".into(), true.into());
+        }
+        for ext in &reply.unknown {
+            result.insert(ext.clone(), false.into());
+        }
+        ok(out, id, &serde_json::Value::Object(result).to_string());
+    }
+
     /// `mining.set_difficulty`, with integral values written as integers for old parsers.
     pub fn set_difficulty(out: &mut Vec<u8>, difficulty: f64) {
         let mut s = String::with_capacity(80);
@@ -268,12 +349,34 @@ pub mod render {
         out.extend_from_slice(s.as_bytes());
     }
 
-    /// `mining.set_version_mask`.
-    pub fn set_version_mask(out: &mut Vec<u8>, mask: u32) {
+    /// `client.reconnect` to the same address after `wait_secs`: what a proxy shutting down
+    /// tells miners, so they come back without their own long retry pause.
+    pub fn reconnect(out: &mut Vec<u8>, host: &str, port: u16, wait_secs: u32) {
+        let host = serde_json::to_string(host).expect("a str always serializes");
         let s = format!(
-            "{{\"id\":null,\"method\":\"mining.set_version_mask\",\"params\":[\"{mask:08x}\"]}}\n"
+            "{{\"id\":null,\"method\":\"client.reconnect\",\"params\":[{host},{port},{wait_secs}]}}\n"
         );
         out.extend_from_slice(s.as_bytes());
+    }
+
+    /// `mining.notify` for a job, with the clean-jobs flag given; newline included. Rendered
+    /// once per job and copied into every connection's buffer.
+    pub fn notify(job: &NotifyFields<'_>, clean: bool) -> Vec<u8> {
+        let params = serde_json::json!([
+            job.job_id.to_string(),
+            job.prev_hash,
+            hex::encode(job.coinb1),
+            hex::encode(job.coinb2),
+            job.merkle_branch,
+            format!("{:08x}", job.version),
+            format!("{:08x}", job.bits),
+            format!("{:08x}", job.ntime),
+            clean,
+        ]);
+        let mut line = serde_json::json!({"id": null, "method": "mining.notify", "params": params})
+            .to_string();
+        line.push('\n');
+        line.into_bytes()
     }
 
     /// A JSON number: integers without a fraction, others in shortest round-trip form.
@@ -288,38 +391,76 @@ pub mod render {
     }
 }
 
+/// What a `mining.notify` says of a job.
+#[derive(Debug)]
+pub struct NotifyFields<'a> {
+    /// The job id.
+    pub job_id: JobId,
+    /// The previous block hash, already in Stratum V1's word-swapped hex.
+    pub prev_hash: &'a str,
+    /// The coinbase before the extranonce.
+    pub coinb1: &'a [u8],
+    /// The coinbase after the extranonce.
+    pub coinb2: &'a [u8],
+    /// The merkle branch, each node in hex.
+    pub merkle_branch: &'a [String],
+    /// The header version.
+    pub version: u32,
+    /// The compact target.
+    pub bits: u32,
+    /// The time to start from.
+    pub ntime: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn submit_with_five_and_six_params_and_string_ids() {
-        let m = decode(br#"{"id":"7","method":"mining.submit","params":["w","1a","00000001","5f5e1000","1a2b"]}"#).unwrap();
+        let m = decode(br#"{"id":"7","method":"mining.submit","params":["w","1a","00000001","5f5e1000","1a2b"]}"#, 4).unwrap();
         assert_eq!(m.id, "\"7\"");
-        let Request::Submit(s) = m.request else {
+        let Request::Submit(Ok(s)) = m.request else {
             panic!("not a submit")
         };
         assert_eq!(
-            (s.job_id.as_ref(), s.nonce.as_ref(), s.version_bits),
-            ("1a", "1a2b", None)
+            (s.job_id, s.ntime, s.nonce, s.version_bits),
+            (JobId::new(0x1a), 0x5f5e_1000, 0x1a2b, None)
         );
+        assert_eq!(s.extranonce2.as_bytes(), &[0, 0, 0, 1]);
         let m = decode(
             br#"{"id":4,"method":"mining.submit","params":["w","1","00","0","0","00002000"]}"#,
+            4,
         )
         .unwrap();
-        let Request::Submit(s) = m.request else {
+        let Request::Submit(Ok(s)) = m.request else {
             panic!("not a submit")
         };
-        assert_eq!(s.version_bits.as_deref(), Some("00002000"));
+        assert_eq!(s.version_bits, Some(0x2000));
         assert!(matches!(
-            decode(br#"{"id":4,"method":"mining.submit","params":["w"]}"#),
+            decode(br#"{"id":4,"method":"mining.submit","params":["w"]}"#, 4),
             Err(DecodeError::BadParams { .. })
         ));
     }
 
     #[test]
+    fn submit_fields_that_do_not_read_carry_their_reject_reason() {
+        for (params, reason) in [
+            (r#"["w","zz","00","0","0"]"#, Reject::UnknownJob),
+            (r#"["w","1","0000000001","0","0"]"#, Reject::BadExtranonce2),
+            (r#"["w","1","00","xyz","0"]"#, Reject::Malformed),
+            (r#"["w","1","00","0","123456789"]"#, Reject::Malformed),
+            (r#"["w","1","00","0","0","nope"]"#, Reject::Malformed),
+        ] {
+            let line = format!(r#"{{"id":1,"method":"mining.submit","params":{params}}}"#);
+            let m = decode(line.as_bytes(), 4).unwrap();
+            assert_eq!(m.request, Request::Submit(Err(reason)), "{params}");
+        }
+    }
+
+    #[test]
     fn configure_reads_mask_and_min_difficulty() {
-        let m = decode(br#"{"id":1,"method":"mining.configure","params":[["version-rolling","minimum-difficulty","foo"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":2,"minimum-difficulty.value":2048}]}"#).unwrap();
+        let m = decode(br#"{"id":1,"method":"mining.configure","params":[["version-rolling","minimum-difficulty","foo"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":2,"minimum-difficulty.value":2048}]}"#, 4).unwrap();
         let Request::Configure(c) = m.request else {
             panic!()
         };
@@ -345,7 +486,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                decode(line.as_bytes()).unwrap().request,
+                decode(line.as_bytes(), 4).unwrap().request,
                 Request::SuggestDifficulty(d)
             );
         }
@@ -354,20 +495,24 @@ mod tests {
     #[test]
     fn garbage_unknown_and_replies() {
         assert!(matches!(
-            decode(b"GET / HTTP/1.1"),
+            decode(b"GET / HTTP/1.1", 4),
             Err(DecodeError::NotJson(_))
         ));
-        assert!(matches!(decode(b"[1,2]"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(decode(b"[1,2]", 4), Err(DecodeError::NotJson(_))));
         assert_eq!(
-            decode(br#"{"id":9,"result":true,"error":null}"#).unwrap_err(),
+            decode(br#"{"id":9,"result":true,"error":null}"#, 4).unwrap_err(),
             DecodeError::NoMethod
         );
-        let m = decode(br#"{"id":9,"method":"mining.get_transactions","params":[]}"#).unwrap();
+        let m = decode(
+            br#"{"id":9,"method":"mining.get_transactions","params":[]}"#,
+            4,
+        )
+        .unwrap();
         assert_eq!(
             m.request,
             Request::Unknown("mining.get_transactions".into())
         );
-        let m = decode(br#"{"method":"mining.extranonce.subscribe"}"#).unwrap();
+        let m = decode(br#"{"method":"mining.extranonce.subscribe"}"#, 4).unwrap();
         assert_eq!((m.id, m.request), ("null", Request::ExtranonceSubscribe));
     }
 
@@ -376,11 +521,6 @@ mod tests {
         assert_eq!(parse_hex_u32("1a2b"), Some(0x1a2b));
         assert_eq!(parse_hex_u32("0x1fffe000"), Some(0x1fff_e000));
         assert_eq!(parse_hex_u32("123456789"), None);
-        let mut out = [0u8; 8];
-        parse_extranonce2("1", 4, &mut out).unwrap();
-        assert_eq!(&out[..4], &[0, 0, 0, 1]);
-        assert!(parse_extranonce2("0000000001", 4, &mut out).is_err());
-        assert!(parse_extranonce2("zz", 4, &mut out).is_err());
     }
 
     #[test]
@@ -388,7 +528,18 @@ mod tests {
         let mut out = Vec::new();
         render::set_difficulty(&mut out, 1024.0);
         render::set_difficulty(&mut out, 0.0001);
-        render::error(&mut out, "\"a\"", 21, "job not found");
+        render::reject(&mut out, "\"a\"", Reject::UnknownJob);
+        render::subscribed(&mut out, "1", "0000abcd", 4);
+        render::configured(
+            &mut out,
+            "2",
+            &ConfigureReply {
+                version_rolling: Some(Some(0x1fff_e000)),
+                unknown: vec!["foo".into()],
+                ..Default::default()
+            },
+        );
+        render::reconnect(&mut out, "10.0.0.1", 3333, 1);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -397,6 +548,14 @@ mod tests {
         assert_eq!(lines[0]["params"][0], serde_json::json!(1024));
         assert_eq!(lines[1]["params"][0].as_f64(), Some(0.0001));
         assert_eq!(lines[2]["error"][0], 21);
+        assert_eq!(lines[2]["error"][1], "job not found");
         assert_eq!(lines[2]["id"], "a");
+        assert_eq!(lines[3]["result"][1], "0000abcd");
+        assert_eq!(lines[3]["result"][2], 4);
+        assert_eq!(lines[3]["result"][0][1][0], "mining.notify");
+        assert_eq!(lines[4]["result"]["version-rolling.mask"], "1fffe000");
+        assert_eq!(lines[4]["result"]["foo"], false);
+        assert_eq!(lines[5]["method"], "client.reconnect");
+        assert_eq!(lines[5]["params"], serde_json::json!(["10.0.0.1", 3333, 1]));
     }
 }

@@ -9,10 +9,16 @@ use tokio::net::TcpStream;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnError {
+    /// No newline within the limit.
     #[error("line longer than {max} bytes")]
-    LineTooLong { max: usize },
+    LineTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// End of stream.
     #[error("connection closed by the miner")]
     Closed,
+    /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -29,6 +35,7 @@ pub struct Connection {
 const INITIAL_BUF: usize = 512;
 
 impl Connection {
+    /// A connection over `stream` that refuses lines over `max_line` bytes.
     pub fn new(stream: TcpStream, max_line: usize) -> Self {
         let _ = stream.set_nodelay(true);
         Connection {

@@ -1,24 +1,34 @@
 //! The Stratum V1 server that ASICs connect to.
 //!
-//! [`server`] accepts and limits connections, [`session`] runs one task per miner over a
-//! [`conn::Connection`] that owns the bytes, [`codec`] turns lines into requests, and
-//! [`vardiff`] keeps each miner at a steady share rate.
+//! [`server`] accepts and limits connections; [`session`] runs one task per miner over a
+//! [`conn::Connection`] that owns the bytes; [`codec`] turns lines into typed requests and
+//! renders every reply; [`vardiff`] keeps each miner at a steady share rate; [`extranonce`]
+//! gives each connection its own extranonce1.
 
 pub mod codec;
 pub mod conn;
+pub mod extranonce;
 pub mod server;
 pub mod session;
 pub mod vardiff;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use mining_types::ExtranonceLayout;
+
+use self::extranonce::Extranonce1Allocator;
 use self::vardiff::VardiffConfig;
-use crate::job::ExtranonceLayout;
+use crate::blocks::BlockSink;
+use crate::metrics::Stats;
+use crate::upstream::shares::Links;
 
 /// Settings of the miner-facing server.
 #[derive(Debug, Clone)]
 pub struct Sv1Config {
+    /// Connections beyond this are refused.
     pub max_connections: usize,
+    /// A longer line cuts the connection off.
     pub max_line_bytes: usize,
     /// Time a new connection has to send its first line.
     pub first_message_timeout: Duration,
@@ -26,10 +36,27 @@ pub struct Sv1Config {
     pub idle_timeout: Duration,
     /// Time a write to a miner may take before it is cut off.
     pub write_timeout: Duration,
+    /// How the extranonce is split between us and the miner.
     pub layout: ExtranonceLayout,
     /// The version bits miners may roll (BIP310 negotiation ANDs the miner's mask into it).
     pub version_mask: u32,
     /// How far ahead of the clock a share's ntime may be.
     pub max_ntime_future: Duration,
+    /// Per-connection difficulty.
     pub vardiff: VardiffConfig,
+}
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The server's settings.
+    pub sv1: Sv1Config,
+    /// Extranonce1 values.
+    pub extranonces: Arc<Extranonce1Allocator>,
+    /// Where found blocks go.
+    pub blocks: BlockSink,
+    /// The live pool links, for shares on pool jobs.
+    pub links: Arc<Links>,
+    /// Counters.
+    pub stats: Arc<Stats>,
 }

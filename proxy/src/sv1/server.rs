@@ -10,9 +10,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::conn::Connection;
-use super::session::Session;
+use super::session::{self, Session};
+use super::Shared;
 use crate::job::Job;
-use crate::Shared;
 
 /// Accepts miners until shutdown.
 pub async fn serve(
@@ -57,15 +57,13 @@ pub async fn serve(
         };
         debug!(%peer, "connection accepted");
         shared.stats.connection_opened();
-        let session = Session::new(
-            Connection::new(stream, shared.sv1.max_line_bytes),
-            peer,
-            shared.clone(),
-            jobs.clone(),
-        );
+        let conn = Connection::new(stream, shared.sv1.max_line_bytes);
+        let mut jobs = jobs.clone();
+        let current = jobs.borrow_and_update().clone();
+        let session = Session::new(peer, shared.clone(), current, Instant::now());
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            session.run(shutdown).await;
+            session::serve(conn, session, jobs, shutdown).await;
             drop(permit);
         });
     }

@@ -1,30 +1,74 @@
-//! One task per miner: requests in, replies and jobs out, over one socket.
+//! One miner's session: requests in, replies and jobs out.
 //!
-//! The session answers every request from its own state; shares are checked here, against the
-//! job the miner names and the difficulty that was in force when that job was sent. Nothing
-//! here holds a lock, and a slow or broken miner only ever stalls its own task.
+//! [`Session`] is the state machine, with no I/O: it takes a decoded line (or a new job, or a
+//! tick) and leaves the lines to write in [`Session::out`] and what it hands on (shares for a
+//! pool, found blocks) in [`Session::effects`]. [`serve`] runs it over one socket, one task per
+//! miner. Shares are checked here against the job the miner names and the difficulty in force
+//! when that job was sent. Nothing here holds a lock on the share path, and a slow or broken
+//! miner only ever stalls its own task.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{BlockHash, Target};
+use mining_types::{Difficulty, JobId, Solution};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::codec::{self, render, Configure, DecodeError, Request, Submit};
+pub use self::end::SessionEnd;
+use super::codec::{self, render, Configure, ConfigureReply, DecodeError, Request, Submit};
 use super::conn::{ConnError, Connection};
+use super::extranonce::Lease;
 use super::vardiff::Vardiff;
-use crate::job::{Extranonce1, Job, JobId};
-use crate::share::{check_share, Difficulty, Reject, ShareCheck, Submission};
-use crate::Shared;
+use super::Shared;
+use crate::blocks::FoundBlock;
+use crate::job::Job;
+use crate::share::{check_share, Reject, ShareCheck, Submission};
+use crate::upstream::shares::{Accepted, LinkId, ShareRoute, UpShare};
 
 /// Jobs a miner may still submit to on the current tip; older ones become stale.
 const MAX_ACTIVE_JOBS: usize = 8;
 /// Retired job ids remembered, so a late share is answered "stale", not "unknown".
 const MAX_RETIRED_JOBS: usize = 32;
+
+/// What a session hands on.
+#[derive(Debug)]
+pub enum Effect {
+    /// A share for a pool's channel.
+    Share {
+        /// The link it goes to.
+        link: LinkId,
+        /// The share.
+        share: UpShare,
+    },
+    /// A block: to the block router.
+    Block(Box<FoundBlock>),
+}
+
+/// The clock a request is handled at.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// For vardiff.
+    pub instant: Instant,
+    /// For ntime checks, Unix seconds.
+    pub unix: u32,
+}
+
+impl Now {
+    /// The current time.
+    pub fn current() -> Self {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        Now {
+            instant: Instant::now(),
+            unix,
+        }
+    }
+}
 
 struct ActiveJob {
     job: Arc<Job>,
@@ -37,12 +81,11 @@ struct ActiveJob {
 
 /// One miner's state.
 pub struct Session {
-    conn: Connection,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    jobs: watch::Receiver<Arc<Job>>,
-    extranonce1: Extranonce1,
-    subscribed: bool,
+    /// The newest job, sent once the miner is ready.
+    current: Arc<Job>,
+    extranonce1: Option<Lease>,
     agent: Option<String>,
     worker: Option<Arc<str>>,
     version_mask: Option<u32>,
@@ -54,232 +97,144 @@ pub struct Session {
     active: VecDeque<ActiveJob>,
     retired: VecDeque<JobId>,
     last_prev: Option<BlockHash>,
-    out: Vec<u8>,
+    /// Lines to write, in order.
+    pub out: Vec<u8>,
+    /// What to hand on, in order.
+    pub effects: Vec<Effect>,
 }
 
 impl Session {
-    pub fn new(
-        conn: Connection,
-        peer: SocketAddr,
-        shared: Arc<Shared>,
-        jobs: watch::Receiver<Arc<Job>>,
-    ) -> Self {
-        let extranonce1 = shared.extranonces.allocate();
+    /// A session for a miner at `peer`; `current` is the newest job.
+    pub fn new(peer: SocketAddr, shared: Arc<Shared>, current: Arc<Job>, now: Instant) -> Self {
         let vd = shared.sv1.vardiff;
         Session {
-            conn,
             peer,
-            extranonce1,
-            jobs,
-            subscribed: false,
+            current,
+            extranonce1: None,
             agent: None,
             worker: None,
             version_mask: None,
             difficulty: vd.initial,
             target: vd.initial.target(),
-            vardiff: Vardiff::new(vd, Instant::now()),
+            vardiff: Vardiff::new(vd, now),
             mining: false,
             active: VecDeque::new(),
             retired: VecDeque::new(),
             last_prev: None,
             out: Vec::new(),
+            effects: Vec::new(),
             shared,
         }
     }
 
-    /// Serves the miner until it leaves, misbehaves, or the proxy shuts down.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let cfg = self.shared.sv1.clone();
-        let mut tick = tokio::time::interval(
-            cfg.vardiff
-                .retarget_interval
-                .max(std::time::Duration::from_millis(100)),
-        );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // One timer and one shutdown registration for the whole session: building them anew
-        // on every pass of the loop cost more than the job fan-out itself at 10,000 miners.
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        let mut read_timeout = cfg.first_message_timeout;
-        let mut last_line = tokio::time::Instant::now();
-        let silence = tokio::time::sleep_until(last_line + read_timeout);
-        tokio::pin!(silence);
-        let reason: String = loop {
-            // Lines already received are handled before a job switch: the miner sent them
-            // while it still worked on the old job.
-            tokio::select! {
-                biased;
-                _ = &mut cancelled => break "proxy shutting down".into(),
-                read = self.conn.read_line() => match read {
-                    Err(ConnError::Closed) => break "closed by the miner".into(),
-                    Err(e) => {
-                        warn!(peer = %self.peer, worker = self.worker_name(), error = %e, "miner cut off");
-                        break e.to_string();
-                    }
-                    Ok(line) => {
-                        // The timer is moved lazily, when it fires, not on every line.
-                        last_line = tokio::time::Instant::now();
-                        read_timeout = cfg.idle_timeout;
-                        if let Err(reason) = self.handle_line(&line) {
-                            warn!(peer = %self.peer, worker = self.worker_name(), %reason, "miner cut off");
-                            break reason;
-                        }
-                    }
-                },
-                changed = self.jobs.changed(), if self.mining => {
-                    if changed.is_err() {
-                        break "job source stopped".into();
-                    }
-                    let job = self.jobs.borrow_and_update().clone();
-                    self.push_job(job, false);
-                }
-                _ = tick.tick(), if self.mining => {
-                    if let Some(d) = self.vardiff.on_tick(Instant::now(), self.difficulty) {
-                        self.change_difficulty(d);
-                    }
-                }
-                () = &mut silence => {
-                    let deadline = last_line + read_timeout;
-                    if tokio::time::Instant::now() >= deadline {
-                        break format!("no message for {}s", read_timeout.as_secs());
-                    }
-                    silence.as_mut().reset(deadline);
-                }
-            }
-            // Pipelined requests are answered together in one write.
-            if !self.out.is_empty() && !self.conn.has_buffered_line() {
-                if let Err(e) = self.flush(&cfg).await {
-                    break e;
-                }
-            }
-        };
-        if !self.out.is_empty() {
-            let _ = self.flush(&cfg).await;
-        }
-        self.shared.stats.connection_closed();
-        if self.mining {
-            info!(peer = %self.peer, worker = self.worker_name(), %reason, "ASIC disconnected");
-        } else {
-            debug!(peer = %self.peer, %reason, "connection closed before mining");
-        }
-    }
-
-    async fn flush(&mut self, cfg: &super::Sv1Config) -> Result<(), String> {
-        let write = tokio::time::timeout(cfg.write_timeout, self.conn.write_all(&self.out)).await;
-        self.out.clear();
-        if self.out.capacity() > 16 * 1024 {
-            self.out = Vec::new();
-        }
-        match write {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write failed: {e}")),
-            Err(_) => {
-                warn!(peer = %self.peer, worker = self.worker_name(), "miner does not read; cut off");
-                Err("write timed out".into())
-            }
-        }
-    }
-
-    fn worker_name(&self) -> &str {
+    /// The worker name, or `-` before authorize.
+    pub fn worker_name(&self) -> &str {
         self.worker.as_deref().unwrap_or("-")
     }
 
-    /// Handles one line; `Err` means the connection must close.
-    fn handle_line(&mut self, line: &[u8]) -> Result<(), String> {
-        let msg = match codec::decode(line) {
+    /// Whether the miner is subscribed, authorized and getting jobs.
+    pub fn is_mining(&self) -> bool {
+        self.mining
+    }
+
+    /// Handles one line from the miner.
+    ///
+    /// # Errors
+    /// The reason the connection must close (a line that is not Stratum at all, or a
+    /// subscribe when no extranonce1 is free).
+    pub fn handle_line(&mut self, line: &[u8], now: Now) -> Result<(), SessionEnd> {
+        let en2_len = self.shared.sv1.layout.extranonce2_len();
+        let msg = match codec::decode(line, en2_len) {
             Ok(m) => m,
             Err(DecodeError::NoMethod) => return Ok(()),
             Err(DecodeError::BadParams { id, method, detail }) => {
                 debug!(peer = %self.peer, method, %detail, "bad params");
-                render::error(
-                    &mut self.out,
-                    &id,
-                    20,
-                    &format!("invalid params for {method}"),
-                );
+                let message = format!("invalid params for {method}");
+                render::error(&mut self.out, &id, 20, &message);
                 return Ok(());
             }
-            Err(DecodeError::NotJson(e)) => {
-                let shown = String::from_utf8_lossy(&line[..line.len().min(64)]).into_owned();
-                return Err(format!("not Stratum ({e}): {shown:?}"));
+            Err(DecodeError::NotJson(reason)) => {
+                let start = String::from_utf8_lossy(&line[..line.len().min(64)]).into_owned();
+                return Err(SessionEnd::NotStratum { reason, start });
             }
         };
         let id = msg.id;
         match msg.request {
             Request::Configure(c) => self.configure(id, c),
             Request::Subscribe { agent } => {
-                self.subscribed = true;
-                self.agent = agent.map(|a| a.chars().take(64).collect());
-                let en1 = self.extranonce1.to_string();
-                let result = format!(
-                    "[[[\"mining.set_difficulty\",\"{en1}\"],[\"mining.notify\",\"{en1}\"]],\"{en1}\",{}]",
-                    self.shared.sv1.layout.extranonce2_len()
-                );
-                render::ok(&mut self.out, id, &result);
-                self.maybe_start();
+                return self.subscribe(id, agent.as_deref(), now.instant)
             }
             Request::Authorize { worker } => {
                 self.worker = Some(Arc::from(worker.chars().take(128).collect::<String>()));
                 render::ok(&mut self.out, id, "true");
-                self.maybe_start();
+                self.maybe_start(now.instant);
             }
             Request::ExtranonceSubscribe => render::ok(&mut self.out, id, "true"),
             Request::SuggestDifficulty(d) => {
                 render::ok(&mut self.out, id, "true");
-                match Difficulty::new(d) {
-                    Ok(d) => {
-                        let d = self.vardiff.bound(d);
-                        self.vardiff.reset(Instant::now());
-                        if self.mining {
-                            self.change_difficulty(d);
-                        } else {
-                            self.set_difficulty(d);
-                        }
-                    }
-                    Err(e) => {
-                        debug!(peer = %self.peer, error = %e, "ignored difficulty suggestion")
-                    }
-                }
+                self.suggest_difficulty(d, now.instant);
             }
-            Request::Submit(s) => {
-                let now = Instant::now();
-                match self.submit(&s, now) {
-                    Ok(()) => render::ok(&mut self.out, id, "true"),
-                    Err(reject) => {
-                        self.shared.stats.share_rejected(reject);
-                        debug!(peer = %self.peer, worker = self.worker_name(), reason = reject.as_str(), job = %s.job_id, "share rejected");
-                        let (code, message) = reject.sv1_error();
-                        render::error(&mut self.out, id, code, message);
-                    }
+            Request::Submit(s) => match s.and_then(|s| self.submit(&s, now)) {
+                Ok(()) => render::ok(&mut self.out, id, "true"),
+                Err(reject) => {
+                    self.shared.stats.share_rejected(reject);
+                    debug!(peer = %self.peer, worker = self.worker_name(), reason = reject.as_str(), "share rejected");
+                    render::reject(&mut self.out, id, reject);
                 }
-            }
+            },
             Request::Unknown(method) => {
                 debug!(peer = %self.peer, %method, "unknown method");
-                render::error(
-                    &mut self.out,
-                    id,
-                    -32601,
-                    &format!("unsupported method {method}"),
-                );
+                let message = format!("unsupported method {method}");
+                render::error(&mut self.out, id, -32601, &message);
             }
         }
         Ok(())
     }
 
+    fn subscribe(&mut self, id: &str, agent: Option<&str>, now: Instant) -> Result<(), SessionEnd> {
+        if self.extranonce1.is_none() {
+            match self.shared.extranonces.allocate() {
+                Some(lease) => self.extranonce1 = Some(lease),
+                None => {
+                    render::error(&mut self.out, id, 20, "no free extranonce1; try later");
+                    return Err(SessionEnd::ExtranonceSpace);
+                }
+            }
+        }
+        self.agent = agent.map(|a| a.chars().take(64).collect());
+        let en1 = self.extranonce1.as_ref().expect("allocated above").value();
+        let en2_len = self.shared.sv1.layout.extranonce2_len();
+        render::subscribed(&mut self.out, id, &en1.to_string(), en2_len);
+        self.maybe_start(now);
+        Ok(())
+    }
+
+    fn suggest_difficulty(&mut self, d: f64, now: Instant) {
+        match Difficulty::new(d) {
+            Ok(d) => {
+                let d = self.vardiff.bound(d);
+                self.vardiff.reset(now);
+                if self.mining {
+                    self.change_difficulty(d);
+                } else {
+                    self.set_difficulty(d);
+                }
+            }
+            Err(e) => debug!(peer = %self.peer, error = %e, "ignored difficulty suggestion"),
+        }
+    }
+
     fn configure(&mut self, id: &str, c: Configure) {
-        let mut result = serde_json::Map::new();
+        let mut reply = ConfigureReply::default();
         if let Some(asked) = c.version_rolling {
             let mask = asked & self.shared.sv1.version_mask;
-            if mask == 0 {
-                result.insert("version-rolling".into(), false.into());
-            } else {
-                result.insert("version-rolling".into(), true.into());
-                result.insert("version-rolling.mask".into(), format!("{mask:08x}").into());
+            reply.version_rolling = Some((mask != 0).then_some(mask));
+            if mask != 0 {
                 self.version_mask = Some(mask);
             }
         }
         if let Some(min) = c.minimum_difficulty {
-            result.insert("minimum-difficulty".into(), true.into());
+            reply.minimum_difficulty = true;
             if let Some(min) = min.and_then(|m| Difficulty::new(m).ok()) {
                 self.vardiff.set_floor(min);
                 let bounded = self.vardiff.bound(self.difficulty);
@@ -290,41 +245,51 @@ impl Session {
                 }
             }
         }
-        if c.subscribe_extranonce {
-            // The extranonce of a connection never changes, so there is nothing to announce.
-            result.insert("subscribe-extranonce".into(), true.into());
-        }
-        for ext in c.unknown {
-            result.insert(ext, false.into());
-        }
-        render::ok(
-            &mut self.out,
-            id,
-            &serde_json::Value::Object(result).to_string(),
-        );
+        // The extranonce of a connection never changes, so there is nothing to announce.
+        reply.subscribe_extranonce = c.subscribe_extranonce;
+        reply.unknown = c.unknown;
+        render::configured(&mut self.out, id, &reply);
     }
 
     /// Work goes out once the miner is both subscribed and authorized, so the subscribe reply
     /// is always the first line after the subscribe request.
-    fn maybe_start(&mut self) {
-        if self.mining || !self.subscribed || self.worker.is_none() {
+    fn maybe_start(&mut self, now: Instant) {
+        if self.mining || self.extranonce1.is_none() || self.worker.is_none() {
             return;
         }
         self.mining = true;
         self.shared.stats.miner_started();
-        self.vardiff.reset(Instant::now());
+        self.vardiff.reset(now);
         info!(
             peer = %self.peer,
             worker = self.worker_name(),
             agent = self.agent.as_deref().unwrap_or("-"),
-            extranonce1 = %self.extranonce1,
+            extranonce1 = %self.extranonce1.as_ref().expect("subscribed").value(),
             difficulty = %self.difficulty,
             version_rolling = ?self.version_mask.map(|m| format!("{m:08x}")),
             "ASIC connected"
         );
         render::set_difficulty(&mut self.out, self.difficulty.get());
-        let job = self.jobs.borrow_and_update().clone();
-        self.push_job(job, true);
+        self.push_job(self.current.clone(), true);
+    }
+
+    /// A new job from the publisher: sent at once to a miner at work, kept for later
+    /// otherwise.
+    pub fn on_job(&mut self, job: Arc<Job>) {
+        self.current = job.clone();
+        if self.mining {
+            self.push_job(job, false);
+        }
+    }
+
+    /// Called periodically: lowers the difficulty of a miner that went quiet.
+    pub fn on_tick(&mut self, now: Instant) {
+        if !self.mining {
+            return;
+        }
+        if let Some(d) = self.vardiff.on_tick(now, self.difficulty) {
+            self.change_difficulty(d);
+        }
     }
 
     fn push_job(&mut self, job: Arc<Job>, force_clean: bool) {
@@ -373,98 +338,224 @@ impl Session {
         self.target = d.target();
     }
 
-    fn submit(&mut self, s: &Submit<'_>, now: Instant) -> Result<(), Reject> {
-        if !self.subscribed {
+    fn submit(&mut self, s: &Submit, now: Now) -> Result<(), Reject> {
+        let Some(lease) = &self.extranonce1 else {
             return Err(Reject::NotSubscribed);
-        }
-        if self.worker.is_none() {
+        };
+        let Some(worker) = self.worker.clone() else {
             return Err(Reject::Unauthorized);
-        }
-        let job_id = JobId::parse(&s.job_id).ok_or(Reject::UnknownJob)?;
-        let Some(index) = self.active.iter().rposition(|a| a.job.id == job_id) else {
-            return Err(if self.retired.contains(&job_id) {
+        };
+        let Some(index) = self.active.iter().rposition(|a| a.job.id == s.job_id) else {
+            return Err(if self.retired.contains(&s.job_id) {
                 Reject::StaleJob
             } else {
                 Reject::UnknownJob
             });
         };
-        let en2_len = self.shared.sv1.layout.extranonce2_len();
-        let mut en2 = [0u8; 8];
-        codec::parse_extranonce2(&s.extranonce2, en2_len, &mut en2)
-            .map_err(|_| Reject::BadExtranonce2)?;
-        let ntime = codec::parse_hex_u32(&s.ntime).ok_or(Reject::Malformed)?;
-        let nonce = codec::parse_hex_u32(&s.nonce).ok_or(Reject::Malformed)?;
-        let version_bits = match &s.version_bits {
-            Some(v) => Some(codec::parse_hex_u32(v).ok_or(Reject::Malformed)?),
-            None => None,
-        };
-        let unix_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let entry = &mut self.active[index];
         let check = ShareCheck {
             version_mask: self.version_mask.unwrap_or(0),
             target: entry.target,
-            now: u32::try_from(unix_now).unwrap_or(u32::MAX),
+            now: now.unix,
             max_future_secs: u32::try_from(self.shared.sv1.max_ntime_future.as_secs())
                 .unwrap_or(u32::MAX),
         };
         let submission = Submission {
-            extranonce2: &en2[..en2_len],
-            ntime,
-            nonce,
-            version_bits,
+            extranonce2: s.extranonce2.as_bytes(),
+            ntime: s.ntime,
+            nonce: s.nonce,
+            version_bits: s.version_bits,
         };
-        let valid = check_share(&entry.job, &self.extranonce1, &submission, &check)?;
+        let en1 = *lease.value();
+        let valid = check_share(&entry.job, &en1, &submission, &check)?;
         if !entry.seen.insert(valid.hash) {
             return Err(Reject::Duplicate);
         }
         let share_difficulty = entry.difficulty;
+        let job = entry.job.clone();
         self.shared.stats.share_accepted(share_difficulty.get());
-        if let (Some(pool), Some(worker)) = (&entry.job.pool, &self.worker) {
-            pool.forward(
-                entry.job.id,
-                self.extranonce1.as_bytes(),
-                &en2[..en2_len],
-                &valid.header,
-                valid.hash,
-                share_difficulty.get(),
-                valid.is_block,
-                worker,
-            );
-        }
+        let accepted = Accepted {
+            job: job.id,
+            extranonce1: en1.as_bytes(),
+            extranonce2: s.extranonce2.as_bytes(),
+            header: &valid.header,
+            hash: valid.hash,
+            difficulty: share_difficulty.get(),
+            is_block: valid.is_block,
+        };
+        let up = job
+            .pool
+            .and_then(|tag| Some((tag, UpShare::new(tag, &accepted, &worker)?)));
         if valid.is_block {
-            let job = entry.job.clone();
-            let mut extranonce = [0u8; 16];
-            let en1 = self.extranonce1.as_bytes();
-            extranonce[..en1.len()].copy_from_slice(en1);
-            extranonce[en1.len()..en1.len() + en2_len].copy_from_slice(&en2[..en2_len]);
-            let mut coinbase_tx = Vec::with_capacity(job.coinbase.serialized_len());
-            job.coinbase
-                .write_for_block(&extranonce[..en1.len() + en2_len], &mut coinbase_tx);
-            info!(
-                hash = %valid.hash,
-                height = job.template.height,
-                txs = job.template.txs.len() + 1,
-                worker = self.worker_name(),
-                peer = %self.peer,
-                "BLOCK FOUND"
-            );
-            self.shared.stats.block_found();
-            self.shared.blocks.submit(crate::solo::FoundBlock {
-                hash: valid.hash,
-                template: job.template.clone(),
-                header: valid.header,
-                coinbase_tx,
-                worker: self.worker_name().to_owned(),
+            self.found_block(&job, &accepted, up, worker);
+        } else if let Some((tag, share)) = up {
+            self.effects.push(Effect::Share {
+                link: tag.link,
+                share,
             });
         }
         if let Some(d) = self
             .vardiff
-            .on_share(now, share_difficulty, self.difficulty)
+            .on_share(now.instant, share_difficulty, self.difficulty)
         {
             self.change_difficulty(d);
         }
         Ok(())
     }
+
+    fn found_block(
+        &mut self,
+        job: &Arc<Job>,
+        share: &Accepted<'_>,
+        pool: Option<(crate::upstream::shares::PoolTag, UpShare)>,
+        worker: Arc<str>,
+    ) {
+        let mut extranonce = Vec::with_capacity(16);
+        extranonce.extend_from_slice(share.extranonce1);
+        extranonce.extend_from_slice(share.extranonce2);
+        let solution =
+            Solution::from_split(job.template.id, share.header, &job.coinbase, &extranonce);
+        info!(
+            hash = %share.hash,
+            height = job.template.height,
+            txs = job.template.txs.len() + 1,
+            worker = %worker,
+            peer = %self.peer,
+            "BLOCK FOUND"
+        );
+        self.shared.stats.block_found();
+        self.effects.push(Effect::Block(Box::new(FoundBlock {
+            hash: share.hash,
+            template: job.template.clone(),
+            solution,
+            pool,
+            worker,
+        })));
+    }
 }
+
+/// Serves one miner until it leaves, misbehaves, or the proxy shuts down.
+pub async fn serve(
+    mut conn: Connection,
+    mut session: Session,
+    mut jobs: watch::Receiver<Arc<Job>>,
+    shutdown: CancellationToken,
+) {
+    let cfg = session.shared.sv1.clone();
+    let mut tick = tokio::time::interval(
+        cfg.vardiff
+            .retarget_interval
+            .max(Duration::from_millis(100)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer and one shutdown registration for the whole session: building them anew on
+    // every pass of the loop cost more than the job fan-out itself at 10,000 miners.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut read_timeout = cfg.first_message_timeout;
+    let mut last_line = tokio::time::Instant::now();
+    let silence = tokio::time::sleep_until(last_line + read_timeout);
+    tokio::pin!(silence);
+    let mut route = ShareRoute::default();
+    let end = loop {
+        // Lines already received are handled before a job switch: the miner sent them while
+        // it still worked on the old job.
+        let step = tokio::select! {
+            biased;
+            () = &mut cancelled => Err(SessionEnd::Shutdown),
+            read = conn.read_line() => match read {
+                Err(ConnError::Closed) => Err(SessionEnd::Closed),
+                Err(e) => Err(SessionEnd::Conn(e)),
+                Ok(line) => {
+                    // The timer is moved lazily, when it fires, not on every line.
+                    last_line = tokio::time::Instant::now();
+                    read_timeout = cfg.idle_timeout;
+                    session.handle_line(&line, Now::current())
+                }
+            },
+            changed = jobs.changed(), if session.is_mining() => match changed {
+                Err(_) => Err(SessionEnd::JobsStopped),
+                Ok(()) => {
+                    let job = jobs.borrow_and_update().clone();
+                    session.on_job(job);
+                    Ok(())
+                }
+            },
+            _ = tick.tick(), if session.is_mining() => {
+                session.on_tick(Instant::now());
+                Ok(())
+            }
+            () = &mut silence => {
+                let deadline = last_line + read_timeout;
+                if tokio::time::Instant::now() >= deadline {
+                    Err(SessionEnd::Silent(read_timeout.as_secs()))
+                } else {
+                    silence.as_mut().reset(deadline);
+                    Ok(())
+                }
+            }
+        };
+        hand_on(&mut session, &mut route);
+        if let Err(end) = step {
+            break end;
+        }
+        // Pipelined requests are answered together in one write.
+        if !session.out.is_empty() && !conn.has_buffered_line() {
+            if let Err(e) = flush(&mut conn, &mut session.out, cfg.write_timeout).await {
+                break e;
+            }
+        }
+    };
+    if !session.out.is_empty() {
+        let _ = flush(&mut conn, &mut session.out, cfg.write_timeout).await;
+    }
+    finish(&session, &end);
+}
+
+/// Passes shares to their links and blocks to the router.
+fn hand_on(session: &mut Session, route: &mut ShareRoute) {
+    for effect in session.effects.drain(..) {
+        match effect {
+            Effect::Share { link, share } => {
+                if route.send(&session.shared.links, link, share).is_err() {
+                    session.shared.stats.pool_dropped(1);
+                }
+            }
+            Effect::Block(block) => session.shared.blocks.found(*block),
+        }
+    }
+}
+
+fn finish(session: &Session, end: &SessionEnd) {
+    session.shared.stats.connection_closed();
+    let side = end.side();
+    if session.is_mining() {
+        info!(peer = %session.peer, worker = session.worker_name(), reason = %end, %side, "ASIC disconnected");
+    } else {
+        debug!(peer = %session.peer, reason = %end, %side, "connection closed before mining");
+    }
+    if matches!(end, SessionEnd::Conn(_) | SessionEnd::NotStratum { .. }) {
+        warn!(peer = %session.peer, worker = session.worker_name(), reason = %end, "miner cut off");
+    }
+}
+
+async fn flush(
+    conn: &mut Connection,
+    out: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), SessionEnd> {
+    let write = tokio::time::timeout(timeout, conn.write_all(out)).await;
+    out.clear();
+    if out.capacity() > 16 * 1024 {
+        *out = Vec::new();
+    }
+    match write {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SessionEnd::Write(e)),
+        Err(_) => Err(SessionEnd::WriteTimeout),
+    }
+}
+
+mod end;
+#[cfg(test)]
+mod tests;

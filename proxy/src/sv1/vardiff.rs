@@ -12,7 +12,9 @@ use crate::share::Difficulty;
 pub struct VardiffConfig {
     /// Difficulty a connection starts at (before any suggestion).
     pub initial: Difficulty,
+    /// The lowest difficulty any connection gets.
     pub min: Difficulty,
+    /// The highest.
     pub max: Difficulty,
     /// Seconds between shares the miner should settle at.
     pub target_share_interval: Duration,
@@ -38,6 +40,7 @@ pub struct Vardiff {
 }
 
 impl Vardiff {
+    /// A connection's state, its window starting `now`.
     pub fn new(config: VardiffConfig, now: Instant) -> Self {
         Vardiff {
             config,

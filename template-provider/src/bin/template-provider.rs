@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sv2_wire::AuthorityKeypair;
 use template_provider::server::{Provider, ProviderConfig, RawProviderConfig};
-use template_provider::sv2::AuthorityKeypair;
 
 /// SV2 Template Provider for any Bitcoin node: templates built by your node, served over
 /// encrypted Stratum V2 Template Distribution.

@@ -12,25 +12,35 @@ use bitcoin::{Amount, BlockHash, CompactTarget, Network, ScriptBuf, Txid, Wtxid}
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::template::{merkle, Template, TemplateId, TemplateKind, TemplateTx};
+use mining_types::{merkle, Template, TemplateId, TemplateKind, TemplateTx};
 
 /// The fields of a `getblocktemplate` reply that a template needs.
 #[derive(Debug, Deserialize)]
 pub struct BlockTemplateReply {
+    /// The block version, with the version bits the node signals.
     pub version: i32,
+    /// The tip the block builds on.
     #[serde(rename = "previousblockhash")]
     pub prev_hash: BlockHash,
+    /// The transactions, in the node's block order.
     pub transactions: Vec<GbtTransaction>,
+    /// Subsidy plus every transaction's fee, in satoshis.
     #[serde(rename = "coinbasevalue")]
     pub coinbase_value: u64,
+    /// What to send back to long-poll for the next template.
     #[serde(rename = "longpollid")]
     pub longpoll_id: Option<String>,
+    /// The earliest block time allowed.
     #[serde(rename = "mintime")]
     pub min_time: u32,
+    /// The node's current time, the block time to use.
     #[serde(rename = "curtime")]
     pub cur_time: u32,
+    /// The compact target, as 8 hex digits.
     pub bits: String,
+    /// The block's height.
     pub height: u32,
+    /// The coinbase's BIP141 witness commitment output script, as hex.
     pub default_witness_commitment: Option<String>,
 }
 
@@ -40,9 +50,13 @@ pub struct GbtTransaction {
     /// The serialized transaction, decoded from the reply's hex as it is read.
     #[serde(deserialize_with = "hex_bytes")]
     pub data: Vec<u8>,
+    /// The transaction's id.
     pub txid: Txid,
+    /// Its witness id.
     pub hash: Wtxid,
+    /// Its fee in satoshis, when the node gives it.
     pub fee: Option<i64>,
+    /// Its weight, when the node gives it.
     pub weight: Option<u64>,
     /// 1-based positions (in `transactions`) of the in-template parents this one spends.
     #[serde(default)]
@@ -88,8 +102,10 @@ fn hex_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::E
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GbtError {
+    /// `bits` is not a compact target.
     #[error("bits {0:?} is not 8 hex digits")]
     Bits(String),
+    /// `default_witness_commitment` is not hex.
     #[error("default_witness_commitment is not hex: {0}")]
     Commitment(hex::FromHexError),
 }
@@ -131,7 +147,7 @@ impl BlockTemplateReply {
             network,
             height: self.height,
             prev_hash: self.prev_hash,
-            version: self.version,
+            version: bitcoin::block::Version::from_consensus(self.version),
             bits: CompactTarget::from_consensus(bits),
             min_time: self.min_time,
             cur_time: self.cur_time,
@@ -157,7 +173,7 @@ mod tests {
 
     use super::*;
     use crate::node::rpc::RawReply;
-    use crate::template::merkle::root_from_path;
+    use mining_types::merkle::root_from_path;
     use synth_gbt_for_tests as synth_gbt;
 
     fn template_of(body: Vec<u8>) -> Template {

@@ -17,7 +17,12 @@ pub enum NodeAuth {
     /// The `.cookie` file in the node's data directory; read at each (re)connect.
     CookieFile(PathBuf),
     /// `rpcuser`/`rpcpassword` (or an `rpcauth` entry).
-    UserPass { user: String, password: String },
+    UserPass {
+        /// The RPC user name.
+        user: String,
+        /// Its password.
+        password: String,
+    },
 }
 
 /// What went wrong talking to the node.
@@ -26,18 +31,28 @@ pub enum NodeAuth {
 pub enum RpcError {
     /// The node could not be reached, or the connection broke.
     #[error("cannot reach the node at {url}: {source}")]
-    Transport { url: String, source: reqwest::Error },
+    Transport {
+        /// The node's RPC URL.
+        url: String,
+        /// What the HTTP client reported.
+        source: reqwest::Error,
+    },
     /// The request was not answered within its timeout.
     #[error("the node at {url} did not answer {method} within {timeout:?}")]
     Timeout {
+        /// The node's RPC URL.
         url: String,
+        /// The method called.
         method: String,
+        /// How long the call was given.
         timeout: Duration,
     },
     /// The cookie file could not be read.
     #[error("cannot read the node's cookie file {path}: {source}")]
     Cookie {
+        /// The cookie file's path.
         path: PathBuf,
+        /// Why it could not be read, or that it holds no `user:password`.
         source: std::io::Error,
     },
     /// The node refused our credentials.
@@ -46,13 +61,21 @@ pub enum RpcError {
     /// The node answered with a JSON-RPC error.
     #[error("the node answered {method} with error {code}: {message}")]
     Node {
+        /// The method called.
         method: String,
+        /// The JSON-RPC error code (Bitcoin Core's `RPC_*` values).
         code: i64,
+        /// The node's message.
         message: String,
     },
     /// The node's answer was not what the method promises.
     #[error("unexpected answer to {method}: {detail}")]
-    BadReply { method: String, detail: String },
+    BadReply {
+        /// The method called.
+        method: String,
+        /// What was wrong with the answer.
+        detail: String,
+    },
 }
 
 impl RpcError {
@@ -138,6 +161,9 @@ impl RpcClient {
     }
 
     /// Like [`call`](Self::call) with an explicit timeout, for long polls.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); a call not answered within `timeout` is [`RpcError::Timeout`].
     pub async fn call_with_timeout<T: DeserializeOwned>(
         &self,
         method: &str,
@@ -291,13 +317,13 @@ impl RawReply {
             Ok(Envelope { result: None, .. }) => {
                 T::deserialize(serde_json::Value::Null).map_err(|e| self.bad_reply(e.to_string()))
             }
-            Err(typed) => Err(self.diagnose(typed)),
+            Err(typed) => Err(self.diagnose(&typed)),
         }
     }
 
     /// Why a body did not decode, as precisely as a second, untyped look can tell (only on the
     /// failure path).
-    fn diagnose(&self, typed: serde_json::Error) -> RpcError {
+    fn diagnose(&self, typed: &serde_json::Error) -> RpcError {
         let status = self.status;
         let reply: Value = match serde_json::from_slice(&self.body) {
             Ok(v) => v,

@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 use zeromq::{Socket, SocketRecv, ZmqMessage};
 
 use crate::node::rpc::RpcClient;
-use crate::source::{report_tip, Update};
+use crate::node::tip::{report_tip, Update};
+use tokio_util::task::TaskTracker;
 
 /// Decodes one `hashblock` message; `None` for any other topic or a malformed body.
 pub fn decode_hashblock(message: &ZmqMessage) -> Option<BlockHash> {
@@ -84,10 +85,11 @@ pub(crate) async fn watch_hashblock(
     endpoint: String,
     rpc: RpcClient,
     updates: mpsc::Sender<Update>,
+    tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mpsc::channel(8);
-    tokio::spawn(subscribe_hashblock(endpoint, tx, shutdown.clone()));
+    tracker.spawn(subscribe_hashblock(endpoint, tx, shutdown.clone()));
     while let Some(hash) = rx.recv().await {
         if !report_tip(&rpc, hash, &updates).await {
             return;

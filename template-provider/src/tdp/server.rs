@@ -13,16 +13,19 @@ use tracing::{info, warn};
 use super::session;
 use super::store::TemplateStore;
 use crate::blocks::BlockSubmitter;
-use crate::sv2::AuthorityKeypair;
-use crate::template::Template;
+use mining_types::Template;
+use sv2_wire::AuthorityKeypair;
 
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct TdpServerConfig {
+    /// Our authority key pair: clients pin its public half.
     pub keys: AuthorityKeypair,
     /// How long the certificate we sign for each connection stays valid.
     pub cert_validity: Duration,
+    /// Clients beyond this are refused.
     pub max_clients: usize,
+    /// A client must finish the Noise handshake within this time.
     pub handshake_timeout: Duration,
     /// A client must send SetupConnection and CoinbaseOutputConstraints within this time.
     pub setup_timeout: Duration,
@@ -34,6 +37,8 @@ pub(crate) struct Shared {
     pub config: TdpServerConfig,
     pub store: Arc<TemplateStore>,
     pub blocks: BlockSubmitter,
+    /// Every session's reader and every block submission run on it.
+    pub tracker: TaskTracker,
 }
 
 /// Serves templates from `templates` until shutdown.
@@ -69,6 +74,7 @@ pub async fn serve(
         config,
         store,
         blocks,
+        tracker: tracker.clone(),
     });
     let local: Option<SocketAddr> = listener.local_addr().ok();
     info!(listen = ?local, authority = %shared.config.keys.public(), "Template Distribution server listening");
@@ -86,6 +92,7 @@ pub async fn serve(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, max = shared.config.max_clients, "client limit reached; refusing");
+            drop(stream);
             continue;
         };
         let shared = shared.clone();

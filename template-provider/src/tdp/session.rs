@@ -7,7 +7,12 @@ use binary_sv2::{Seq064K, Str0255, B016M, B064K};
 use bitcoin::BlockHash;
 use common_messages_sv2::{
     Protocol, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
+    MESSAGE_TYPE_SETUP_CONNECTION, MESSAGE_TYPE_SETUP_CONNECTION_ERROR,
+    MESSAGE_TYPE_SETUP_CONNECTION_SUCCESS,
 };
+use mining_types::{Side, Template, TemplateId};
+use sv2_wire::tdp::{solution_from_tdp, NewTemplateParts, PrevHashParts, TDP_VERSION};
+use sv2_wire::{accept, spawn_reader, Frame, Frames, NoiseWriter, Sv2Error};
 use template_distribution_sv2::{
     CoinbaseOutputConstraints, RequestTransactionData, RequestTransactionDataError,
     RequestTransactionDataSuccess, SubmitSolution, MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS,
@@ -16,17 +21,43 @@ use template_distribution_sv2::{
     MESSAGE_TYPE_SET_NEW_PREV_HASH, MESSAGE_TYPE_SUBMIT_SOLUTION,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::messages::{block_from_solution, NewTemplateParts, PrevHashParts};
 use super::server::Shared;
-use super::TDP_VERSION;
-use crate::sv2::{accept, Frame, NoiseWriter, Sv2Error};
-use crate::template::Template;
 
-const SETUP_CONNECTION: u8 = common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION;
+/// Why a client's session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("template source stopped")]
+    SourceStopped,
+    #[error("no {0} within the setup timeout")]
+    SetupTimeout(&'static str),
+    #[error("expected {expected}, got message type 0x{got:02x}")]
+    OutOfOrder { expected: &'static str, got: u8 },
+    #[error("refused SetupConnection: {0}")]
+    Refused(&'static str),
+    #[error("too many solutions ({0} a minute); the client is cut off")]
+    SolutionFlood(u32),
+    #[error(transparent)]
+    Wire(#[from] Sv2Error),
+}
+
+impl SessionEnd {
+    /// A shutdown or a dead source is ours; the rest is the client's doing.
+    fn side(&self) -> Side {
+        match self {
+            SessionEnd::Shutdown | SessionEnd::SourceStopped => Side::Local,
+            _ => Side::Miner,
+        }
+    }
+}
+
+/// Solutions a client may submit per minute; a real one finds a few a day.
+const MAX_SOLUTIONS_PER_MINUTE: u32 = 60;
 
 pub(crate) async fn run(
     stream: TcpStream,
@@ -36,7 +67,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let cfg = &shared.config;
-    let (mut reader, writer) =
+    let (reader, writer) =
         match accept(stream, &cfg.keys, cfg.cert_validity, cfg.handshake_timeout).await {
             Ok(halves) => halves,
             Err(e) => {
@@ -44,50 +75,21 @@ pub(crate) async fn run(
                 return;
             }
         };
-    // Reading is not cancel safe, so it gets a task of its own; the session selects on frames.
-    let (frames_tx, frames) = mpsc::channel::<Result<Frame, Sv2Error>>(16);
-    let reader_task = tokio::spawn(async move {
-        loop {
-            let frame = reader.recv().await;
-            let stop = frame.is_err();
-            if frames_tx.send(frame).await.is_err() || stop {
-                return;
-            }
-        }
-    });
+    let frames = spawn_reader(reader, &shared.tracker);
     let mut session = Session {
         peer,
         shared: shared.clone(),
         writer,
         last_prev: None,
         vendor: String::new(),
+        solutions: (tokio::time::Instant::now(), 0),
     };
-    let reason = tokio::select! {
-        _ = shutdown.cancelled() => "server shutting down".to_owned(),
-        r = session.serve(templates, frames) => match r {
-            Ok(()) => "closed".to_owned(),
-            Err(e) => e,
-        },
+    let end = tokio::select! {
+        () = shutdown.cancelled() => SessionEnd::Shutdown,
+        r = session.serve(templates, frames) => r,
     };
-    reader_task.abort();
-    info!(%peer, vendor = %session.vendor, %reason, "TDP client disconnected");
-}
-
-async fn next_frame(frames: &mut mpsc::Receiver<Result<Frame, Sv2Error>>) -> Result<Frame, String> {
-    match frames.recv().await {
-        Some(Ok(f)) => Ok(f),
-        Some(Err(Sv2Error::Closed)) | None => Err("closed by the client".into()),
-        Some(Err(e)) => Err(e.to_string()),
-    }
-}
-
-async fn setup_frame(
-    frames: &mut mpsc::Receiver<Result<Frame, Sv2Error>>,
-    timeout: std::time::Duration,
-) -> Result<Frame, String> {
-    tokio::time::timeout(timeout, next_frame(frames))
-        .await
-        .map_err(|_| "no setup within the timeout".to_owned())?
+    let side = end.side();
+    info!(%peer, vendor = %session.vendor, reason = %end, %side, "TDP client disconnected");
 }
 
 struct Session {
@@ -96,52 +98,74 @@ struct Session {
     writer: NoiseWriter,
     last_prev: Option<BlockHash>,
     vendor: String,
+    /// The current minute's start and the solutions in it.
+    solutions: (tokio::time::Instant, u32),
 }
 
 impl Session {
+    /// Serves until the client leaves or misbehaves; the reason is always an end.
     async fn serve(
         &mut self,
         mut templates: watch::Receiver<Arc<Template>>,
-        mut frames: mpsc::Receiver<Result<Frame, Sv2Error>>,
-    ) -> Result<(), String> {
-        let timeout = self.shared.config.setup_timeout;
-        let mut frame = setup_frame(&mut frames, timeout).await?;
-        self.setup(&mut frame).await?;
-        // The client states its coinbase needs before templates flow.
-        let mut frame = setup_frame(&mut frames, timeout).await?;
-        if frame.msg_type != MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS {
-            return Err(format!(
-                "expected CoinbaseOutputConstraints, got message type 0x{:02x}",
-                frame.msg_type
-            ));
+        mut frames: Frames,
+    ) -> SessionEnd {
+        match self.setup(&mut frames).await {
+            Ok(()) => {}
+            Err(end) => return end,
         }
-        self.constraints(&mut frame)?;
         let current = templates.borrow_and_update().clone();
-        self.announce(&current).await?;
+        if let Err(e) = self.announce(&current).await {
+            return e;
+        }
         loop {
-            tokio::select! {
-                changed = templates.changed() => {
-                    changed.map_err(|_| "template source stopped".to_owned())?;
-                    let t = templates.borrow_and_update().clone();
-                    self.announce(&t).await?;
-                }
-                frame = next_frame(&mut frames) => {
-                    let mut frame = frame?;
-                    self.handle(&mut frame).await?;
-                }
+            let step = tokio::select! {
+                changed = templates.changed() => match changed {
+                    Err(_) => Err(SessionEnd::SourceStopped),
+                    Ok(()) => {
+                        let t = templates.borrow_and_update().clone();
+                        self.announce(&t).await
+                    }
+                },
+                frame = frames.recv() => match frame {
+                    Ok(mut f) => self.handle(&mut f).await,
+                    Err(e) => Err(e.into()),
+                },
+            };
+            if let Err(end) = step {
+                return end;
             }
         }
     }
 
-    async fn setup(&mut self, frame: &mut Frame) -> Result<(), String> {
-        if frame.msg_type != SETUP_CONNECTION {
-            return Err(format!(
-                "expected SetupConnection, got message type 0x{:02x}",
-                frame.msg_type
-            ));
+    /// `SetupConnection`, then the client's coinbase needs, before templates flow.
+    async fn setup(&mut self, frames: &mut Frames) -> Result<(), SessionEnd> {
+        let timeout = self.shared.config.setup_timeout;
+        let mut frame = frames
+            .recv_timeout(timeout)
+            .await
+            .map_err(|e| timed_out(e, "SetupConnection"))?;
+        self.setup_connection(&mut frame).await?;
+        let mut frame = frames
+            .recv_timeout(timeout)
+            .await
+            .map_err(|e| timed_out(e, "CoinbaseOutputConstraints"))?;
+        if frame.msg_type != MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS {
+            return Err(SessionEnd::OutOfOrder {
+                expected: "CoinbaseOutputConstraints",
+                got: frame.msg_type,
+            });
         }
-        let setup: SetupConnection<'_> = binary_sv2::from_bytes(&mut frame.payload)
-            .map_err(|e| format!("bad SetupConnection: {e:?}"))?;
+        self.constraints(&mut frame)
+    }
+
+    async fn setup_connection(&mut self, frame: &mut Frame) -> Result<(), SessionEnd> {
+        if frame.msg_type != MESSAGE_TYPE_SETUP_CONNECTION {
+            return Err(SessionEnd::OutOfOrder {
+                expected: "SetupConnection",
+                got: frame.msg_type,
+            });
+        }
+        let setup: SetupConnection<'_> = frame.decode()?;
         let supported = setup.protocol == Protocol::TemplateDistributionProtocol
             && setup.min_version <= TDP_VERSION
             && TDP_VERSION <= setup.max_version;
@@ -161,32 +185,23 @@ impl Session {
             };
             let _ = self
                 .writer
-                .send(
-                    err,
-                    common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION_ERROR,
-                    false,
-                )
+                .send(err, MESSAGE_TYPE_SETUP_CONNECTION_ERROR, false)
                 .await;
-            return Err(format!("refused SetupConnection: {code}"));
+            return Err(SessionEnd::Refused(code));
         }
+        let ok = SetupConnectionSuccess {
+            used_version: TDP_VERSION,
+            flags: 0,
+        };
         self.writer
-            .send(
-                SetupConnectionSuccess {
-                    used_version: TDP_VERSION,
-                    flags: 0,
-                },
-                common_messages_sv2::MESSAGE_TYPE_SETUP_CONNECTION_SUCCESS,
-                false,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            .send(ok, MESSAGE_TYPE_SETUP_CONNECTION_SUCCESS, false)
+            .await?;
         info!(peer = %self.peer, vendor = %self.vendor, "TDP client connected");
         Ok(())
     }
 
-    fn constraints(&mut self, frame: &mut Frame) -> Result<(), String> {
-        let c: CoinbaseOutputConstraints = binary_sv2::from_bytes(&mut frame.payload)
-            .map_err(|e| format!("bad CoinbaseOutputConstraints: {e:?}"))?;
+    fn constraints(&mut self, frame: &mut Frame) -> Result<(), SessionEnd> {
+        let c: CoinbaseOutputConstraints = frame.decode()?;
         // Bitcoin Core keeps 4000 weight units and 400 sigops free for the coinbase.
         if c.coinbase_output_max_additional_size > 1000
             || c.coinbase_output_max_additional_sigops > 400
@@ -198,92 +213,114 @@ impl Session {
     }
 
     /// Sends a template: on a new tip as a future template followed by the new prev hash.
-    async fn announce(&mut self, t: &Template) -> Result<(), String> {
+    async fn announce(&mut self, t: &Template) -> Result<(), SessionEnd> {
         let new_tip = self.last_prev != Some(t.prev_hash);
         let parts = NewTemplateParts::of(t);
         self.writer
             .send(parts.message(t, new_tip), MESSAGE_TYPE_NEW_TEMPLATE, false)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if new_tip {
             let prev = PrevHashParts::of(t);
             self.writer
                 .send(prev.message(t), MESSAGE_TYPE_SET_NEW_PREV_HASH, false)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             self.last_prev = Some(t.prev_hash);
         }
         debug!(peer = %self.peer, id = %t.id, height = t.height, new_tip, "template sent");
         Ok(())
     }
 
-    async fn handle(&mut self, frame: &mut Frame) -> Result<(), String> {
+    async fn handle(&mut self, frame: &mut Frame) -> Result<(), SessionEnd> {
         match frame.msg_type {
             MESSAGE_TYPE_COINBASE_OUTPUT_CONSTRAINTS => self.constraints(frame),
             MESSAGE_TYPE_REQUEST_TRANSACTION_DATA => {
-                let req: RequestTransactionData = binary_sv2::from_bytes(&mut frame.payload)
-                    .map_err(|e| format!("bad RequestTransactionData: {e:?}"))?;
-                self.transaction_data(req.template_id).await
+                let req: RequestTransactionData = frame.decode()?;
+                self.transaction_data(TemplateId::new(req.template_id))
+                    .await
             }
             MESSAGE_TYPE_SUBMIT_SOLUTION => {
-                let sol: SubmitSolution<'_> = binary_sv2::from_bytes(&mut frame.payload)
-                    .map_err(|e| format!("bad SubmitSolution: {e:?}"))?;
+                self.count_solution()?;
+                let sol: SubmitSolution<'_> = frame.decode()?;
                 self.solution(&sol);
                 Ok(())
             }
-            other => Err(format!("unexpected message type 0x{other:02x}")),
+            other => Err(Sv2Error::Unexpected(other).into()),
         }
     }
 
-    async fn transaction_data(&mut self, id: u64) -> Result<(), String> {
+    async fn transaction_data(&mut self, id: TemplateId) -> Result<(), SessionEnd> {
         let Some(t) = self.shared.store.get(id) else {
             let err = RequestTransactionDataError {
-                template_id: id,
+                template_id: id.get(),
                 error_code: Str0255::try_from(&b"template-id-not-found"[..]).expect("short code"),
             };
-            return self
-                .writer
+            self.writer
                 .send(err, MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_ERROR, false)
-                .await
-                .map_err(|e| e.to_string());
+                .await?;
+            return Ok(());
         };
         let list: Vec<B016M<'_>> = t
             .txs
             .iter()
             .map(|tx| {
-                B016M::try_from(&tx.data[..]).map_err(|e| format!("transaction too large: {e:?}"))
+                B016M::try_from(&tx.data[..])
+                    .map_err(|e| Sv2Error::Encode(format!("transaction too large: {e:?}")))
             })
             .collect::<Result<_, _>>()?;
         let ok = RequestTransactionDataSuccess {
-            template_id: id,
+            template_id: id.get(),
             excess_data: B064K::try_from(&[][..]).expect("empty fits"),
             transaction_list: Seq064K::new(list)
-                .map_err(|e| format!("too many transactions: {e:?}"))?,
+                .map_err(|e| Sv2Error::Encode(format!("too many transactions: {e:?}")))?,
         };
         self.writer
             .send(ok, MESSAGE_TYPE_REQUEST_TRANSACTION_DATA_SUCCESS, false)
-            .await
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 
-    /// A block: built here from the stored template and submitted in a task of its own, so
-    /// the node's answer never holds up this client's templates.
+    /// Bounds the expensive path: each solution is a block assembly and a node call.
+    fn count_solution(&mut self) -> Result<(), SessionEnd> {
+        let (start, n) = &mut self.solutions;
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            *start = tokio::time::Instant::now();
+            *n = 0;
+        }
+        *n += 1;
+        if *n > MAX_SOLUTIONS_PER_MINUTE {
+            return Err(SessionEnd::SolutionFlood(*n));
+        }
+        Ok(())
+    }
+
+    /// A block: built here from the stored template and submitted in a tracked task of its
+    /// own, so the node's answer never holds up this client's templates and shutdown waits
+    /// for it.
     fn solution(&mut self, sol: &SubmitSolution<'_>) {
-        let Some(t) = self.shared.store.get(sol.template_id) else {
+        let solution = solution_from_tdp(sol);
+        let Some(t) = self.shared.store.get(solution.template_id) else {
             warn!(peer = %self.peer, template = sol.template_id, "solution for a template we no longer have");
             return;
         };
-        match block_from_solution(&t, sol) {
-            Ok((hash, block)) => {
-                info!(peer = %self.peer, %hash, height = t.height, "BLOCK FOUND by a TDP client");
+        match solution.assemble(&t) {
+            Ok(block) => {
+                info!(peer = %self.peer, hash = %block.hash, height = t.height, "BLOCK FOUND by a TDP client");
                 let blocks = self.shared.blocks.clone();
                 let who = format!("tdp:{}", self.peer);
                 let height = t.height;
-                tokio::spawn(async move {
-                    blocks.submit(hash, height, &block, &who).await;
+                self.shared.tracker.spawn(async move {
+                    blocks.submit(block.hash, height, &block.bytes, &who).await;
                 });
             }
             Err(e) => warn!(peer = %self.peer, error = %e, "unusable solution"),
         }
+    }
+}
+
+/// A setup step that did not come in time is named; other errors stay as they are.
+fn timed_out(e: Sv2Error, what: &'static str) -> SessionEnd {
+    match e {
+        Sv2Error::Timeout(_) => SessionEnd::SetupTimeout(what),
+        other => other.into(),
     }
 }

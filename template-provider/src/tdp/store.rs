@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use crate::template::Template;
+use mining_types::{Template, TemplateId};
 
 /// How many templates are kept: enough for every update of a tip and the previous tip.
 const KEEP: usize = 64;
@@ -16,6 +16,7 @@ pub struct TemplateStore {
 }
 
 impl TemplateStore {
+    /// Keeps `t`, dropping the oldest past the bound.
     pub fn insert(&self, t: Arc<Template>) {
         let mut recent = self
             .recent
@@ -30,11 +31,12 @@ impl TemplateStore {
         recent.push_back(t);
     }
 
-    pub fn get(&self, id: u64) -> Option<Arc<Template>> {
+    /// The template `id`, if still kept.
+    pub fn get(&self, id: TemplateId) -> Option<Arc<Template>> {
         let recent = self
             .recent
             .lock()
             .expect("store lock is never poisoned: no panics under it");
-        recent.iter().rev().find(|t| t.id.get() == id).cloned()
+        recent.iter().rev().find(|t| t.id == id).cloned()
     }
 }

@@ -1,0 +1,158 @@
+//! Block templates as typed values: what jobs are made of and, once solved, blocks.
+
+use std::sync::Arc;
+
+use bitcoin::{block, Amount, BlockHash, CompactTarget, Network, ScriptBuf, Target, TxMerkleNode};
+use bitcoin::{Txid, Wtxid};
+
+use crate::ids::TemplateId;
+
+/// Whether a template carries transactions, and who holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// Built the moment a new tip is seen, before the node's template is ready: coinbase only,
+    /// so miners stop wasting work on the old tip at once.
+    Empty,
+    /// A full template; its transactions are in [`Template::txs`] unless it came from an
+    /// external template provider, which keeps them.
+    Full,
+    /// A pool's own job: only its merkle path is known here; the pool holds the transactions
+    /// and propagates the blocks.
+    Pool,
+}
+
+/// One transaction of a template, kept serialized: it is only ever copied into a block.
+#[derive(Debug, Clone)]
+pub struct TemplateTx {
+    /// Its txid, for the merkle path.
+    pub txid: Txid,
+    /// Its wtxid, for the witness commitment and job declaration.
+    pub wtxid: Wtxid,
+    /// The transaction as it goes in a block (with witnesses).
+    pub data: Vec<u8>,
+    /// The fee it pays, when the source says (getblocktemplate does, IPC does not).
+    pub fee: Option<Amount>,
+    /// Its weight in weight units.
+    pub weight: u64,
+    /// 0-based positions in the template of the parents this transaction spends.
+    pub depends: Vec<usize>,
+}
+
+/// What is known of the next block the moment a new tip appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextBlock {
+    /// The new tip.
+    pub prev_hash: BlockHash,
+    /// The height of the block to mine.
+    pub height: u32,
+    /// Its difficulty bits.
+    pub bits: CompactTarget,
+    /// Median time past of the tip, plus one.
+    pub min_time: u32,
+}
+
+/// A block template: everything of a block but its coinbase's extranonce, ntime, nonce and
+/// rolled version bits.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Unique per source, increasing.
+    pub id: TemplateId,
+    /// Whether transactions are in it, and who holds them.
+    pub kind: TemplateKind,
+    /// The chain it is for.
+    pub network: Network,
+    /// The height of the block it builds.
+    pub height: u32,
+    /// The tip it builds on.
+    pub prev_hash: BlockHash,
+    /// The header version before any rolled bits.
+    pub version: block::Version,
+    /// The network target, compact.
+    pub bits: CompactTarget,
+    /// The earliest ntime the node accepts (median time past + 1).
+    pub min_time: u32,
+    /// The ntime miners start from.
+    pub cur_time: u32,
+    /// Subsidy plus the fees of `txs`.
+    pub coinbase_value: Amount,
+    /// The BIP141 commitment output's script, when the block needs one.
+    pub witness_commitment: Option<ScriptBuf>,
+    /// Shared with every job made from this template.
+    pub txs: Arc<Vec<TemplateTx>>,
+    /// The coinbase's merkle branch.
+    pub merkle_path: Vec<TxMerkleNode>,
+}
+
+impl Template {
+    /// A coinbase-only template on a new tip, valid as long as `tip.bits` is right for the next
+    /// block (the caller checks that).
+    pub fn empty_on_tip(
+        id: TemplateId,
+        network: Network,
+        tip: &NextBlock,
+        version: block::Version,
+        now: u32,
+    ) -> Self {
+        Template {
+            id,
+            kind: TemplateKind::Empty,
+            network,
+            height: tip.height,
+            prev_hash: tip.prev_hash,
+            version,
+            bits: tip.bits,
+            min_time: tip.min_time,
+            cur_time: now.max(tip.min_time),
+            coinbase_value: block_subsidy(network, tip.height),
+            witness_commitment: None,
+            txs: Arc::new(Vec::new()),
+            merkle_path: Vec::new(),
+        }
+    }
+
+    /// The network target a block on this template must meet.
+    pub fn network_target(&self) -> Target {
+        Target::from_compact(self.bits)
+    }
+
+    /// Total fees of the template's transactions, when the source reported them.
+    pub fn fees(&self) -> Amount {
+        self.txs
+            .iter()
+            .filter_map(|t| t.fee)
+            .fold(Amount::ZERO, |a, b| a.checked_add(b).unwrap_or(a))
+    }
+}
+
+/// Blocks between subsidy halvings; regtest halves far sooner than the other chains.
+pub const fn halving_interval(network: Network) -> u32 {
+    match network {
+        Network::Regtest => 150,
+        _ => 210_000,
+    }
+}
+
+/// The block subsidy at `height` on `network`.
+pub fn block_subsidy(network: Network, height: u32) -> Amount {
+    let halvings = height / halving_interval(network);
+    if halvings >= 64 {
+        return Amount::ZERO;
+    }
+    Amount::from_sat((50 * 100_000_000u64) >> halvings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsidy_halves() {
+        assert_eq!(block_subsidy(Network::Bitcoin, 0).to_sat(), 5_000_000_000);
+        assert_eq!(
+            block_subsidy(Network::Bitcoin, 840_000).to_sat(),
+            312_500_000
+        );
+        assert_eq!(block_subsidy(Network::Regtest, 150).to_sat(), 2_500_000_000);
+        assert_eq!(block_subsidy(Network::Regtest, 150 * 64).to_sat(), 0);
+    }
+}

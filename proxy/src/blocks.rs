@@ -1,0 +1,122 @@
+//! Found blocks: the one place that decides where a block goes.
+//!
+//! A session hands every block-solving share here as a [`FoundBlock`] and never waits. From
+//! here, at the same moment:
+//! - a block on the farm's own template goes to its node (written to disk first), or back to
+//!   the external template provider that holds the template's transactions;
+//! - a block on a pool job goes to that pool's link, which submits it as a share (whatever the
+//!   channel's target) and pushes the solution to the pool's JDS;
+//! - a block on the pool's own job goes to the pool only: the pool holds its transactions.
+
+use std::sync::Arc;
+
+use bitcoin::BlockHash;
+use mining_types::{Solution, Template, TemplateKind};
+use template_provider::blocks::BlockSubmitter;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::tdp_client::TdpClient;
+use crate::upstream::shares::{LinkBlock, Links, PoolTag, UpShare};
+
+/// A solved block, as the session found it.
+#[derive(Debug, Clone)]
+pub struct FoundBlock {
+    /// The block hash.
+    pub hash: BlockHash,
+    /// The template solved.
+    pub template: Arc<Template>,
+    /// What the miner filled in.
+    pub solution: Solution,
+    /// The share for the pool, when the job was mined for one.
+    pub pool: Option<(PoolTag, UpShare)>,
+    /// Who found it.
+    pub worker: Arc<str>,
+}
+
+/// Where blocks on the farm's own templates go.
+#[derive(Debug, Clone)]
+pub enum NodeRoute {
+    /// Templates come from our node: assemble the block and submit it there.
+    Node(BlockSubmitter),
+    /// Templates come from an external provider that holds the transactions: send it the
+    /// solution to assemble and submit.
+    TemplateProvider(TdpClient),
+}
+
+/// Where sessions hand found blocks; never blocks, never drops.
+#[derive(Debug, Clone)]
+pub struct BlockSink {
+    tx: mpsc::UnboundedSender<FoundBlock>,
+}
+
+impl BlockSink {
+    /// A sink and the receiver [`run`] reads.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<FoundBlock>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (BlockSink { tx }, rx)
+    }
+
+    /// Hands a block over.
+    pub fn found(&self, block: FoundBlock) {
+        if let Err(e) = self.tx.send(block) {
+            let b = e.0;
+            error!(hash = %b.hash, template = %b.template.id, version = b.solution.version.to_consensus(), ntime = b.solution.ntime, nonce = b.solution.nonce, coinbase = %hex::encode(&b.solution.coinbase_tx), "block router is gone; the solution is logged here so it can be rebuilt");
+        }
+    }
+}
+
+/// Routes every block that arrives; runs until every sink is dropped, so blocks found during
+/// shutdown still go out.
+pub async fn run(
+    mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
+    route: NodeRoute,
+    links: Arc<Links>,
+    tracker: TaskTracker,
+) {
+    while let Some(b) = blocks.recv().await {
+        if let Some((tag, share)) = &b.pool {
+            to_pool(&links, *tag, share.clone(), &b);
+        }
+        if b.template.kind == TemplateKind::Pool {
+            info!(hash = %b.hash, "block on the pool's own job: the pool holds its transactions and propagates it");
+            continue;
+        }
+        match &route {
+            NodeRoute::Node(submitter) => {
+                let submitter = submitter.clone();
+                tracker.spawn(async move {
+                    match b.solution.assemble(&b.template) {
+                        Ok(block) => {
+                            submitter
+                                .submit(block.hash, b.template.height, &block.bytes, &b.worker)
+                                .await;
+                        }
+                        Err(e) => {
+                            error!(hash = %b.hash, error = %e, coinbase = %hex::encode(&b.solution.coinbase_tx), "cannot assemble the block; its solution is logged here");
+                        }
+                    }
+                });
+            }
+            NodeRoute::TemplateProvider(client) => {
+                if !client.submit(b.solution.clone()) {
+                    error!(hash = %b.hash, coinbase = %hex::encode(&b.solution.coinbase_tx), "template provider link is gone; the solution is logged here");
+                }
+            }
+        }
+    }
+}
+
+fn to_pool(links: &Links, tag: PoolTag, share: UpShare, b: &FoundBlock) {
+    let sent = links.get(tag.link).map(|sender| {
+        sender.block(LinkBlock {
+            share,
+            solution: b.solution.clone(),
+            template: b.template.clone(),
+        })
+    });
+    if !matches!(sent, Some(Ok(()))) {
+        error!(hash = %b.hash, worker = %b.worker, "block share could not reach the pool link (it is gone); a block on the farm's own template went to the local node");
+    }
+}
