@@ -26,6 +26,9 @@
 # for the same 1e-9 as ours. The pool's shares_per_minute is scaled so its channel target is no
 # harder than that, so every share the translator accepts is also forwarded and accepted.
 #
+# The node, the proxy and one run's start-up are shared with scripts/soak.sh, in
+# scripts/load-common.sh.
+#
 # Environment:
 #   JD_LOAD_OUT         where the JSON reports and logs go (default $CARGO_TARGET_DIR or
 #                       target, then load-results/<date>)
@@ -40,177 +43,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-full}
-TARGET=${CARGO_TARGET_DIR:-target}
-BIN_DIR=${JD_BITCOIN_BIN_DIR:-$(scripts/bitcoin-core.sh | tail -n1)}
-THREADS=${JD_LOAD_THREADS:-2}
+# shellcheck source=scripts/load-common.sh
+. scripts/load-common.sh
 
-echo "== building release binaries" >&2
-cargo build --release -q -p jd-proxy -p jd-load -p template-provider \
-  --bin jd-proxy --bin jd-load --bin template-provider
-PROXY_BIN=$TARGET/release/jd-proxy
-LOAD_BIN=$TARGET/release/jd-load
+build_release jd-proxy jd-load template-provider
 TP_BIN=$TARGET/release/template-provider
 
-OUT=${JD_LOAD_OUT:-$TARGET/load-results/$(date -u +%Y%m%d-%H%M%S)}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-WORK=$(mktemp -d /tmp/jd-load.XXXXXX)
-NODE_PID=""
-PROXY_PID=""
+open_work load
 TP_PID=""
 POOL_PID=""
 TPROXY_PID=""
-
-# A loopback port nothing listens on.
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return
-    fi
-  done
-}
-
-stop_proxy() {
-  if [ -n "$PROXY_PID" ]; then
-    kill -TERM "$PROXY_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PROXY_PID" 2>/dev/null || true
-    wait "$PROXY_PID" 2>/dev/null || true
-    PROXY_PID=""
-  fi
-}
-
-stop_node() {
-  if [ -n "$NODE_PID" ]; then
-    "$BIN_DIR/bitcoin-cli" -datadir="$WORK/node" -signet -rpcport="$RPC_PORT" stop >/dev/null 2>&1 \
-      || kill -TERM "$NODE_PID" 2>/dev/null || true
-    for _ in $(seq 1 300); do kill -0 "$NODE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$NODE_PID" 2>/dev/null || true
-    wait "$NODE_PID" 2>/dev/null || true
-    NODE_PID=""
-  fi
-}
-
-# stop_pid PID: TERM, up to 10 s, then KILL; only processes this script started.
-stop_pid() {
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 stop_ref() {
   stop_pid "$TPROXY_PID"; TPROXY_PID=""
   stop_pid "$POOL_PID"; POOL_PID=""
 }
 
-cleanup() {
-  stop_proxy
+# Run by cleanup, after the proxy and before the node.
+cleanup_more() {
   stop_ref
   stop_pid "$TP_PID"; TP_PID=""
-  stop_node
-  if [ "${JD_LOAD_KEEP:-0}" = 1 ]; then
-    echo "kept $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- the node: custom signet, OP_TRUE challenge, no peers, microsecond log times -----------------
-RPC_PORT=$(free_port)
-mkdir -p "$WORK/node"
-echo "== starting bitcoind (custom signet, challenge OP_TRUE) in $WORK/node" >&2
-"$BIN_DIR/bitcoind" -signet -signetchallenge=51 -maxtipage=2000000000 \
-  -datadir="$WORK/node" -server=1 -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -rpcport="$RPC_PORT" \
-  -listen=0 -connect=0 -dnsseed=0 -fixedseeds=0 -rpcthreads=16 -rpcworkqueue=64 \
-  -logtimemicros=1 -printtoconsole=0 -daemon=0 >"$WORK/node/stderr.log" 2>&1 &
-NODE_PID=$!
-CLI=("$BIN_DIR/bitcoin-cli" -datadir="$WORK/node" -signet -rpcport="$RPC_PORT")
-for _ in $(seq 1 300); do
-  "${CLI[@]}" getblockchaininfo >/dev/null 2>&1 && break
-  kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node/stderr.log" >&2; exit 1; }
-  sleep 0.2
-done
-COOKIE=$WORK/node/signet/.cookie
-NODE_LOG=$WORK/node/signet/debug.log
-DESC="raw(51)#$("${CLI[@]}" getdescriptorinfo 'raw(51)' | sed -n 's/.*"checksum": "\(.*\)".*/\1/p')"
-echo "== mining 2 signet blocks (a few seconds each at the real minimum difficulty)" >&2
-"${CLI[@]}" generatetodescriptor 2 "$DESC" 1000000000 >/dev/null
-NETWORK_DIFFICULTY=$("${CLI[@]}" getdifficulty)
-
-# --- the proxy ---------------------------------------------------------------------------------
-# Share difficulty far below the chain's (~0.0011): one share in about a million is a block,
-# and jd-load skips those by default. Vardiff is pinned (min = max) so runs are comparable.
-SHARE_DIFF=1e-9
-PROXY_PORT=$(free_port)
-cat >"$WORK/jd-proxy.toml" <<TOML
-network = "signet"
-[node]
-rpc_url = "http://127.0.0.1:$RPC_PORT"
-cookie_file = "$COOKIE"
-[coinbase]
-payout_address = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
-tag = "/jd-load/"
-[stratum]
-listen = "127.0.0.1:$PROXY_PORT"
-max_connections = 19000
-[vardiff]
-initial_difficulty = $SHARE_DIFF
-min_difficulty = $SHARE_DIFF
-max_difficulty = $SHARE_DIFF
-[solo]
-blocks_dir = "$WORK/blocks"
-TOML
-
-# Every connection is a descriptor: take the hard limit (20,000 on this machine kind).
-ulimit -n "$(ulimit -Hn)"
-
-start_proxy() {
-  local log=$1
-  "$PROXY_BIN" --config "$WORK/jd-proxy.toml" --log info >"$log" 2>&1 &
-  PROXY_PID=$!
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && return 0
-    kill -0 "$PROXY_PID" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.05
-  done
-  echo "jd-proxy did not listen on $PROXY_PORT" >&2
-  exit 1
 }
 
-# run NAME [jd-load args...]: a fresh proxy, one jd-load run, its JSON and text kept in $OUT.
-run() {
-  local name=$1
-  shift
-  echo "== $name: jd-load $* (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  start_proxy "$OUT/$name.proxy.log"
-  local perf_pid=""
-  if [ "${JD_LOAD_PERF:-0}" = 1 ]; then
-    perf record -q -e cpu-clock -F 1999 -p "$PROXY_PID" -o "$OUT/$name.perf.data" 2>/dev/null &
-    perf_pid=$!
-  fi
-  "$LOAD_BIN" --server "127.0.0.1:$PROXY_PORT" --server-pid "$PROXY_PID" \
-    --rpc-url "http://127.0.0.1:$RPC_PORT" --rpc-cookie "$COOKIE" --node-log "$NODE_LOG" \
-    --threads "$THREADS" --label "$name" --json-out "$OUT/$name.json" "$@" \
-    >"$OUT/$name.txt" 2>"$OUT/$name.progress" || { cat "$OUT/$name.progress" >&2; exit 1; }
-  cat "$OUT/$name.txt"
-  if [ -n "$perf_pid" ]; then
-    kill -INT "$perf_pid" 2>/dev/null || true
-    wait "$perf_pid" 2>/dev/null || true
-    {
-      perf report -i "$OUT/$name.perf.data" --stdio --no-children --sort dso -F overhead,dso 2>/dev/null
-      perf report -i "$OUT/$name.perf.data" --stdio --no-children -F overhead,sym --percent-limit 0.5 2>/dev/null
-    } | grep -v -e '^#' -e '^$' >"$OUT/$name.perf.txt" || true
-  fi
-  stop_proxy
-}
+start_node
+configure_proxy
 
 # --- the reference chain: template-provider -> pool_sv2 -> translator_sv2 ----------------------
 # Same share difficulty as ours: the translator's first SV1 difficulty is
@@ -354,13 +210,7 @@ ref_run() {
 # Everything printed from here on also goes to the summary (no pipeline: runs stay in this shell,
 # so the exit trap always knows the proxy's PID).
 exec > >(tee -a "$OUT/summary.txt")
-{
-  echo "jd-proxy load scenario, $(date -u +%FT%TZ)"
-  echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1), $(free -g | awk '/Mem:/{print $2}') GiB"
-  echo "node: custom signet (challenge 51), difficulty $NETWORK_DIFFICULTY; share difficulty $SHARE_DIFF"
-  echo "proxy: $PROXY_BIN, open-file limit $(ulimit -n); jd-load: $THREADS worker threads"
-  echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews every figure)"
-}
+print_header "jd-proxy load scenario"
 
 idle_1k() { run idle-1k --mode idle -n 1000 --ramp 2000 --duration 2 --tips 5 --tip-interval 1 --difficulty "$SHARE_DIFF"; }
 idle_10k() { run idle-10k --mode idle -n 10000 --ramp 2500 --duration 2 --tips 5 --tip-interval 1 --difficulty "$SHARE_DIFF"; }

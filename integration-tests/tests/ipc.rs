@@ -454,7 +454,7 @@ async fn jd_proxy_mines_through_the_provider_on_ipc() -> anyhow::Result<()> {
             "the mempool transaction reached a block through IPC templates"
         );
         assert!(
-            std::fs::read_dir(tp_dir.path())?.count() >= 1,
+            integration_tests::support::journaled_blocks(tp_dir.path()) >= 1,
             "the provider kept the blocks it submitted"
         );
         shutdown.cancel();

@@ -89,7 +89,7 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     // The pool sent its solutions to our provider, which built and submitted the blocks.
-    let files = std::fs::read_dir(blocks.path())?.count();
+    let files = integration_tests::support::journaled_blocks(blocks.path());
     assert!(files >= 3, "our provider wrote {files} blocks it submitted");
     shutdown.cancel();
     provider.shutdown().await;

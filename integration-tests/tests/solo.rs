@@ -102,7 +102,7 @@ async fn every_dialect_mines_blocks_the_node_accepts() -> anyhow::Result<()> {
             blocks.len()
         );
         // Every block found was also written to disk before it went to the node.
-        let files = std::fs::read_dir(dir.path())?.count();
+        let files = integration_tests::support::journaled_blocks(dir.path());
         assert!(
             files as u64 >= stats.blocks,
             "{files} block files for {} blocks",

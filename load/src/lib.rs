@@ -6,6 +6,8 @@
 //! - [`driver`]: one run, phase by phase: ramp, share phase, tips, and the report;
 //! - [`node`]: mines a block through the node's RPC and reads the node's own time of the tip;
 //! - [`histogram`], [`procfs`], [`report`]: the figures;
+//! - [`soak`]: a long run's samples of the server, and whether its memory and descriptors
+//!   stayed flat;
 //! - [`synth_gbt`]: a synthetic full-size `getblocktemplate` reply, for benchmarks.
 
 pub mod client;
@@ -14,4 +16,5 @@ pub mod histogram;
 pub mod node;
 pub mod procfs;
 pub mod report;
+pub mod soak;
 pub mod synth_gbt;

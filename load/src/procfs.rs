@@ -1,5 +1,5 @@
-//! What `/proc` says about a process: resident memory and CPU time, for the server under test
-//! and for this tool itself.
+//! What `/proc` says about a process: resident memory, CPU time and open descriptors, for the
+//! server under test and for this tool itself.
 
 use std::time::Duration;
 
@@ -75,6 +75,16 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     })
 }
 
+/// How many descriptors the process has open: the entries of `/proc/<pid>/fd` (`pid` `None`:
+/// this process). Reading another user's list needs the same privileges as ptrace.
+pub fn open_fds(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/fd"),
+        None => "/proc/self/fd".to_owned(),
+    };
+    Some(std::fs::read_dir(path).ok()?.count() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +100,18 @@ mod tests {
         std::hint::black_box(x);
         assert!(cpu_time(None).expect("own stat") > Duration::ZERO);
         assert!(memory(Some(u32::MAX)).is_none());
+    }
+
+    #[test]
+    fn counts_own_descriptors() {
+        // Other tests of this binary open files at the same time: hold many, allow a few.
+        let before = open_fds(None).expect("own fd list") as i64;
+        let held: Vec<_> = (0..50)
+            .map(|_| std::fs::File::open("/proc/self/status").expect("a file to hold open"))
+            .collect();
+        let during = open_fds(None).expect("own fd list") as i64;
+        assert!((during - before - 50).abs() <= 5, "{before} -> {during}");
+        drop(held);
+        assert!(open_fds(Some(u32::MAX)).is_none());
     }
 }

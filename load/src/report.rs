@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::histogram::Summary;
 use crate::procfs::Memory;
+use crate::soak::SoakReport;
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
@@ -27,6 +28,9 @@ pub struct Report {
     /// The processes behind the server (`--peer-pid`, e.g. the pool behind a translator).
     pub peer_processes: Vec<PeerReport>,
     pub tool_process: ToolReport,
+    /// Only in soak runs (absent from the other runs' JSON, which stays as it was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -190,6 +194,9 @@ impl fmt::Display for Report {
         if let Some(s) = &self.shares {
             s.write_text(f)?;
         }
+        if let Some(s) = &self.soak {
+            s.write_text(f)?;
+        }
         self.messages.write_text(f)?;
         writeln!(
             f,
@@ -206,7 +213,11 @@ impl fmt::Display for Report {
             f,
             "tool:      RSS {} KiB, CPU {:.2} s, open-file limit {}",
             self.tool_process.memory.rss_kib, self.tool_process.cpu_s, self.nofile_limit
-        )
+        )?;
+        match &self.soak {
+            Some(s) => s.write_samples(f),
+            None => Ok(()),
+        }
     }
 }
 

@@ -71,6 +71,9 @@ pub struct MinerConfig {
     pub max_hashrate: Option<f64>,
     /// Local source address (e.g. 127.0.0.3), so a server sees distinct peers.
     pub bind_ip: Option<IpAddr>,
+    /// Follow `client.reconnect`: close, wait what the server asks, connect where it says (as
+    /// cgminer does). Off: the request is logged and ignored.
+    pub follow_reconnect: bool,
 }
 
 impl MinerConfig {
@@ -84,7 +87,14 @@ impl MinerConfig {
             suggest_difficulty: None,
             max_hashrate: None,
             bind_ip: None,
+            follow_reconnect: false,
         }
+    }
+
+    /// Follows `client.reconnect` (see [`MinerConfig::follow_reconnect`]).
+    pub fn following_reconnect(mut self) -> Self {
+        self.follow_reconnect = true;
+        self
     }
 
     /// Sets the difficulty hint (see [`MinerConfig::suggest_difficulty`]).
@@ -150,6 +160,13 @@ pub enum MinerEvent {
         reason: Option<String>,
         /// Time from sending the submit to reading its reply.
         latency: Duration,
+    },
+    /// The server asked the miner to reconnect; it is connecting to `to` after `wait`.
+    Reconnecting {
+        /// Where.
+        to: SocketAddr,
+        /// After how long.
+        wait: std::time::Duration,
     },
     /// The miner stopped: the last event. `reason` is `"shutdown"` after cancellation.
     Disconnected {

@@ -76,6 +76,8 @@ async fn main() -> Result<()> {
             suggest_difficulty: args.suggest_difficulty,
             max_hashrate: args.max_hashrate,
             bind_ip: args.bind_ip,
+            // As cgminer does: a proxy restarting asks its miners back, and they come.
+            follow_reconnect: true,
         };
         let mut handle = spawn(config, shutdown.clone());
         handles.push(handle.stats.clone());
@@ -122,6 +124,7 @@ fn log_event(user: &str, dialect: Dialect, event: &MinerEvent) {
             info!(%user, version_mask = ?version_mask.map(|m| format!("{m:08x}")), "configured");
         }
         MinerEvent::Difficulty(d) => info!(%user, difficulty = d, "difficulty"),
+        MinerEvent::Reconnecting { to, wait } => info!(%user, %to, ?wait, "reconnecting"),
         MinerEvent::Notify {
             job_id,
             prevhash,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bitcoin::{block, Amount, BlockHash, CompactTarget, Network, ScriptBuf, Target, TxMerkleNode};
 use bitcoin::{Txid, Wtxid};
 
+use crate::coinbase::witness_commitment_script;
 use crate::ids::TemplateId;
 
 /// Whether a template carries transactions, and who holds them.
@@ -86,6 +87,10 @@ pub struct Template {
 impl Template {
     /// A coinbase-only template on a new tip, valid as long as `tip.bits` is right for the next
     /// block (the caller checks that).
+    ///
+    /// It commits to its (empty) witness tree as a full template does, so a pool's job
+    /// declarator takes it like any other: the clean job sent at a new tip is declarable, and a
+    /// block found on it is credited.
     pub fn empty_on_tip(
         id: TemplateId,
         network: Network,
@@ -104,7 +109,7 @@ impl Template {
             min_time: tip.min_time,
             cur_time: now.max(tip.min_time),
             coinbase_value: block_subsidy(network, tip.height),
-            witness_commitment: None,
+            witness_commitment: Some(witness_commitment_script(std::iter::empty())),
             txs: Arc::new(Vec::new()),
             merkle_path: Vec::new(),
         }
@@ -143,7 +148,52 @@ pub fn block_subsidy(network: Network, height: u32) -> Amount {
 
 #[cfg(test)]
 mod tests {
+    use bitcoin::hashes::Hash;
+
     use super::*;
+
+    #[test]
+    fn the_empty_template_on_a_new_tip_commits_to_its_witnesses() {
+        let tip = NextBlock {
+            prev_hash: BlockHash::from_byte_array([1; 32]),
+            height: 7,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            min_time: 5,
+        };
+        let t = Template::empty_on_tip(
+            TemplateId::new(1),
+            Network::Regtest,
+            &tip,
+            block::Version::TWO,
+            9,
+        );
+        let split = crate::CoinbaseSplit::build(
+            &t,
+            &crate::CoinbaseConfig {
+                payout_script: ScriptBuf::from_bytes(vec![0x51]),
+                tag: vec![],
+            },
+            8,
+        )
+        .unwrap();
+        assert!(
+            split.witness_parts().is_some(),
+            "declarable: its coinbase has the witness form"
+        );
+        let header = block::Header {
+            version: t.version,
+            prev_blockhash: t.prev_hash,
+            merkle_root: TxMerkleNode::from_raw_hash(split.txid(&[&[0; 8]]).to_raw_hash()),
+            time: 9,
+            bits: t.bits,
+            nonce: 0,
+        };
+        let s = crate::Solution::from_split(t.id, &header, &split, &[0; 8]);
+        let b: bitcoin::Block =
+            bitcoin::consensus::deserialize(&s.assemble(&t).unwrap().bytes).unwrap();
+        assert!(b.check_witness_commitment());
+        assert_eq!(t.cur_time, 9);
+    }
 
     #[test]
     fn subsidy_halves() {

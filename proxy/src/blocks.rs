@@ -1,20 +1,21 @@
 //! Found blocks: the one place that decides where a block goes.
 //!
 //! A session hands every block-solving share here as a [`FoundBlock`] and never waits. From
-//! here, at the same moment:
-//! - a block on the farm's own template goes to its node (written to disk first), or back to
-//!   the external template provider that holds the template's transactions;
-//! - a block on a pool job goes to that pool's link, which submits it as a share (whatever the
-//!   channel's target) and pushes the solution to the pool's JDS;
+//! here:
+//! - a block on the farm's own template is written to the block journal first (synced), then
+//!   goes to every configured node at once, each retried until it gives a verdict
+//!   ([`template_provider::blocks`]); or, when templates come from an external provider, back
+//!   to that provider, which holds the template's transactions;
+//! - a block on a pool job also goes to that pool's link, which submits it as a share
+//!   (whatever the channel's target) and pushes the solution to the pool's JDS;
 //! - a block on the pool's own job goes to the pool only: the pool holds its transactions.
 
 use std::sync::Arc;
 
 use bitcoin::BlockHash;
 use mining_types::{Solution, Template, TemplateKind};
-use template_provider::blocks::BlockSubmitter;
+use template_provider::blocks::{self as node_blocks, Blocks};
 use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::tdp_client::TdpClient;
@@ -38,8 +39,8 @@ pub struct FoundBlock {
 /// Where blocks on the farm's own templates go.
 #[derive(Debug, Clone)]
 pub enum NodeRoute {
-    /// Templates come from our node: assemble the block and submit it there.
-    Node(BlockSubmitter),
+    /// Templates come from our nodes: assemble the block, journal it, submit it to each.
+    Node(Blocks),
     /// Templates come from an external provider that holds the transactions: send it the
     /// solution to assemble and submit.
     TemplateProvider(TdpClient),
@@ -73,36 +74,40 @@ pub async fn run(
     mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
     route: NodeRoute,
     links: Arc<Links>,
-    tracker: TaskTracker,
 ) {
     while let Some(b) = blocks.recv().await {
+        // The journal first: a block on the farm's template is on disk before it goes anywhere.
+        if b.template.kind != TemplateKind::Pool {
+            to_nodes(&route, &b).await;
+        }
         if let Some((tag, share)) = &b.pool {
             to_pool(&links, *tag, share.clone(), &b);
         }
         if b.template.kind == TemplateKind::Pool {
             info!(hash = %b.hash, "block on the pool's own job: the pool holds its transactions and propagates it");
-            continue;
         }
-        match &route {
-            NodeRoute::Node(submitter) => {
-                let submitter = submitter.clone();
-                tracker.spawn(async move {
-                    match b.solution.assemble(&b.template) {
-                        Ok(block) => {
-                            submitter
-                                .submit(block.hash, b.template.height, &block.bytes, &b.worker)
-                                .await;
-                        }
-                        Err(e) => {
-                            error!(hash = %b.hash, error = %e, coinbase = %hex::encode(&b.solution.coinbase_tx), "cannot assemble the block; its solution is logged here");
-                        }
-                    }
-                });
+    }
+}
+
+async fn to_nodes(route: &NodeRoute, b: &FoundBlock) {
+    match route {
+        NodeRoute::Node(nodes) => match b.solution.assemble(&b.template) {
+            Ok(block) => {
+                let found = node_blocks::FoundBlock {
+                    hash: block.hash,
+                    height: b.template.height,
+                    bytes: block.bytes,
+                    found_by: b.worker.to_string(),
+                };
+                nodes.found(found).await;
             }
-            NodeRoute::TemplateProvider(client) => {
-                if !client.submit(b.solution.clone()) {
-                    error!(hash = %b.hash, coinbase = %hex::encode(&b.solution.coinbase_tx), "template provider link is gone; the solution is logged here");
-                }
+            Err(e) => {
+                error!(hash = %b.hash, error = %e, coinbase = %hex::encode(&b.solution.coinbase_tx), "cannot assemble the block; its solution is logged here");
+            }
+        },
+        NodeRoute::TemplateProvider(client) => {
+            if !client.submit(b.solution.clone()) {
+                error!(hash = %b.hash, coinbase = %hex::encode(&b.solution.coinbase_tx), "template provider link is gone; the solution is logged here");
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod share;
 pub mod sv1;
 pub mod tdp_client;
+pub mod upgrade;
 pub mod upstream;
 
 #[cfg(test)]
@@ -30,8 +31,9 @@ use anyhow::Context;
 use bitcoin::ScriptBuf;
 use mining_types::{CoinbaseConfig, Template};
 use serde_json::json;
-use template_provider::blocks::BlockSubmitter;
-use template_provider::{RpcClient, TemplateSource};
+use template_provider::blocks::{Blocks, Node};
+use template_provider::nodes::{NodeSet, Serving};
+use template_provider::{NodeError, RpcClient};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +44,7 @@ use crate::blocks::{BlockSink, NodeRoute};
 use crate::config::{Config, Payout};
 use crate::job::{Job, JobFactory, Publisher};
 use crate::metrics::{Snapshot, Stats};
+use crate::sv1::admission::Admission;
 use crate::sv1::extranonce::Extranonce1Allocator;
 use crate::tdp_client::TdpClientConfig;
 use crate::upstream::channel::OpenContext;
@@ -59,6 +62,7 @@ pub struct Proxy {
     mode: watch::Receiver<Mode>,
     /// Keeps the publisher's command queue open in solo mode.
     _commands: mpsc::UnboundedSender<job::Command>,
+    handed_over: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -72,26 +76,26 @@ impl Proxy {
     /// # Errors
     /// A node on the wrong chain or still syncing, a payout that does not resolve, or a
     /// listen address that cannot be bound: each with a message naming the cause.
-    pub async fn start(config: Config) -> anyhow::Result<Proxy> {
+    pub async fn start(mut config: Config) -> anyhow::Result<Proxy> {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-
-        let (templates, route, payout_script) = templates(&config, &tracker, &shutdown).await?;
-        let coinbase = CoinbaseConfig {
-            payout_script,
-            tag: config.coinbase_tag.clone(),
-        };
+        plan_connections(&mut config.sv1)?;
+        let sources = templates(&config, &tracker, &shutdown).await?;
         let stats = Arc::new(Stats::default());
         let links = Arc::new(Links::default());
+        let coinbase = CoinbaseConfig {
+            payout_script: sources.payout_script,
+            tag: config.coinbase_tag.clone(),
+        };
         let mut factory = JobFactory::new(coinbase, config.sv1.layout);
         let first = factory
-            .make(templates.borrow().clone(), None)
+            .make(sources.templates.borrow().clone(), None)
             .context("building the first job (check coinbase.tag)")?;
         let (jobs_tx, jobs) = watch::channel(Arc::new(first));
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let publisher = Publisher {
             factory,
-            templates,
+            templates: sources.templates,
             commands: commands_rx,
             jobs: jobs_tx,
         };
@@ -112,43 +116,39 @@ impl Proxy {
                 links: links.clone(),
                 publisher: commands.clone(),
                 mode: mode_tx,
+                serving: sources.serving,
             };
             tracker.spawn(supervisor.run(shutdown.clone()));
         }
-
         let (blocks, found) = BlockSink::new();
-        tracker.spawn(blocks::run(found, route, links.clone(), tracker.clone()));
-
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (stratum.listen)", config.listen))?;
-        let local_addr = listener.local_addr()?;
+        tracker.spawn(blocks::run(found, sources.route, links.clone()));
         let shared = Arc::new(sv1::Shared {
             extranonces: Extranonce1Allocator::new(config.sv1.layout),
-            sv1: config.sv1,
+            sv1: config.sv1.clone(),
             blocks,
             links,
             stats: stats.clone(),
         });
-        tracker.spawn(sv1::server::serve(
-            listener,
-            shared,
-            jobs.clone(),
-            tracker.clone(),
-            shutdown.clone(),
-        ));
+        let served = serve_miners(&config, shared, jobs.clone(), &tracker, &shutdown).await?;
         tracker.spawn(log_status(stats.clone(), mode.clone(), shutdown.clone()));
         let pools = config.upstreams.len();
-        info!(listen = %local_addr, network = %config.network, upstreams = pools, "jd-proxy serving Stratum V1 miners");
+        info!(listen = %served.local_addr, network = %config.network, upstreams = pools, "jd-proxy serving Stratum V1 miners");
         Ok(Proxy {
-            local_addr,
+            local_addr: served.local_addr,
             stats,
             jobs,
             mode,
             _commands: commands,
+            handed_over: served.handed_over,
             shutdown,
             tracker,
         })
+    }
+
+    /// Resolves once the listening socket was handed to a newer process (the caller then
+    /// shuts this one down, as on SIGTERM).
+    pub async fn handed_over(&self) {
+        self.handed_over.cancelled().await;
     }
 
     /// The address miners connect to.
@@ -198,34 +198,137 @@ pub async fn run(
     signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let proxy = Proxy::start(config).await?;
-    signal.await;
-    info!("shutting down");
+    tokio::select! {
+        () = signal => info!("shutting down: miners are asked to reconnect"),
+        () = proxy.handed_over() => info!("handed over to the new version: shutting down"),
+    }
     proxy.shutdown().await;
     Ok(())
 }
 
-/// Where templates come from (the node, or an external provider), where blocks on them go,
-/// and the farm's payout script.
+/// Raises the soft file limit to the hard one and keeps miners within it.
+///
+/// # Errors
+/// A limit too low to serve miners at all.
+fn plan_connections(sv1: &mut sv1::Sv1Config) -> anyhow::Result<()> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).context("reading the file limit")?;
+    let (fit, warning) = sv1::server::connections_within(limit, sv1.max_connections)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(w) = warning {
+        warn!("{w}");
+    }
+    sv1.max_connections = fit;
+    Ok(())
+}
+
+/// The listening socket and what serves it.
+struct Served {
+    local_addr: SocketAddr,
+    handed_over: CancellationToken,
+}
+
+/// Takes the listening socket over from a running older version (`upgrade.handover_socket`),
+/// or binds it; then accepts miners, and hands the socket on when a newer version asks.
+async fn serve_miners(
+    config: &Config,
+    shared: Arc<sv1::Shared>,
+    jobs: watch::Receiver<Arc<Job>>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Served> {
+    let handover = config.upgrade.handover_socket.as_deref();
+    let taken = match handover {
+        Some(path) => upgrade::take_over(path).await.with_context(|| {
+            format!(
+                "taking over from {} (upgrade.handover_socket)",
+                path.display()
+            )
+        })?,
+        None => None,
+    };
+    let listener = match taken {
+        Some(l) => {
+            info!("took the listening socket over from the running version");
+            l
+        }
+        None => TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (stratum.listen)", config.listen))?,
+    };
+    let local_addr = listener.local_addr()?;
+    let handed_over = CancellationToken::new();
+    let stop_accepting = shutdown.child_token();
+    let listener = match handover {
+        Some(path) => {
+            let std_listener = listener.into_std()?;
+            let next = std_listener.try_clone()?;
+            let (handed, stop) = (handed_over.clone(), stop_accepting.clone());
+            tracker.spawn(upgrade::serve(path.to_path_buf(), next, handed, stop));
+            // Handed over: this process stops accepting (its miners are asked to reconnect
+            // when it shuts down).
+            let (handed, stop) = (handed_over.clone(), stop_accepting.clone());
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = handed.cancelled() => stop.cancel(),
+                    () = stop.cancelled() => {}
+                }
+            });
+            TcpListener::from_std(std_listener)?
+        }
+        None => listener,
+    };
+    spawn_accept(
+        listener,
+        shared,
+        config,
+        jobs,
+        tracker,
+        (stop_accepting, shutdown),
+    );
+    Ok(Served {
+        local_addr,
+        handed_over,
+    })
+}
+
+fn spawn_accept(
+    listener: TcpListener,
+    shared: Arc<sv1::Shared>,
+    config: &Config,
+    jobs: watch::Receiver<Arc<Job>>,
+    tracker: &TaskTracker,
+    (stop, shutdown): (CancellationToken, &CancellationToken),
+) {
+    let admission = Admission::new(config.admission.clone());
+    tracker.spawn(sv1::server::serve(
+        listener,
+        shared,
+        admission,
+        jobs,
+        tracker.clone(),
+        stop,
+        shutdown.clone(),
+    ));
+}
+
+/// Where templates come from, and what jobs and blocks need besides.
+struct Sources {
+    templates: watch::Receiver<Arc<Template>>,
+    route: NodeRoute,
+    payout_script: ScriptBuf,
+    /// Which node serves templates; `None` with an external template provider.
+    serving: Option<watch::Receiver<Serving>>,
+}
+
+/// Templates from the farm's nodes (the first that answers) or an external provider, and
+/// where blocks on them go.
 async fn templates(
     config: &Config,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(watch::Receiver<Arc<Template>>, NodeRoute, ScriptBuf)> {
+) -> anyhow::Result<Sources> {
     let Some(tp) = &config.template_provider else {
-        let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
-        let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
-        let chain = source
-            .check_node()
-            .await
-            .with_context(|| format!("node at {}", config.node.rpc_url))?;
-        info!(chain = %chain.chain, height = chain.blocks, "node ready");
-        let payout_script = resolve_payout(&rpc, config).await?;
-        let templates = source
-            .spawn(tracker, shutdown.clone())
-            .await
-            .context("first block template")?;
-        let submitter = BlockSubmitter::new(rpc, Some(config.blocks_dir.clone()));
-        return Ok((templates, NodeRoute::Node(submitter), payout_script));
+        return from_nodes(config, tracker, shutdown).await;
     };
     let Payout::Address(addr) = &config.payout else {
         anyhow::bail!("coinbase.payout_descriptor needs the node; with an external template provider give coinbase.payout_address");
@@ -248,11 +351,70 @@ async fn templates(
                 tp.address
             )
         })?;
-    Ok((
+    Ok(Sources {
         templates,
-        NodeRoute::TemplateProvider(client),
+        route: NodeRoute::TemplateProvider(client),
         payout_script,
-    ))
+        serving: None,
+    })
+}
+
+/// Templates from the first of the farm's nodes that answers; blocks journaled and sent to
+/// every node. A node on the wrong chain or still syncing refuses the start; one that does not
+/// answer is used as soon as it does.
+async fn from_nodes(
+    config: &Config,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Sources> {
+    let specs = config.nodes.iter().map(|n| {
+        let rpc = RpcClient::new(n.rpc_url.clone(), n.auth.clone());
+        (n.name.clone(), rpc, n.source.clone())
+    });
+    let sources = NodeSet::sources(specs.collect());
+    let mut reachable = None;
+    for s in &sources {
+        match s.source.check_node().await {
+            Ok(chain) => {
+                info!(node = %s.name, chain = %chain.chain, height = chain.blocks, "node ready");
+                reachable.get_or_insert_with(|| s.source.rpc().clone());
+            }
+            Err(e @ (NodeError::WrongNetwork { .. } | NodeError::InitialBlockDownload { .. })) => {
+                return Err(anyhow::anyhow!(e).context(format!("node {}", s.name)));
+            }
+            Err(e) => {
+                warn!(node = %s.name, error = %e, "node does not answer at start; it is used once it does");
+            }
+        }
+    }
+    let rpc = reachable.with_context(|| {
+        let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        format!("no node answers ({})", names.join(", "))
+    })?;
+    let payout_script = resolve_payout(&rpc, config).await?;
+    let nodes = sources
+        .iter()
+        .map(|s| Node {
+            name: s.name.clone(),
+            rpc: s.source.rpc().clone(),
+        })
+        .collect();
+    let set = NodeSet::start(sources, tracker, shutdown)
+        .await
+        .context("first block template")?;
+    let blocks = Blocks::start(&config.blocks_dir, nodes, set.templates.clone(), tracker)
+        .with_context(|| {
+            format!(
+                "cannot open the block journal in {} (solo.blocks_dir)",
+                config.blocks_dir.display()
+            )
+        })?;
+    Ok(Sources {
+        templates: set.templates,
+        route: NodeRoute::Node(blocks),
+        payout_script,
+        serving: Some(set.serving),
+    })
 }
 
 async fn resolve_payout(rpc: &RpcClient, config: &Config) -> anyhow::Result<ScriptBuf> {

@@ -101,6 +101,8 @@ pub fn parse_network(name: &str) -> Result<Network, ConfigError> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNode {
+    /// A name for logs and the block journal; the RPC URL when absent.
+    pub name: Option<String>,
     /// The node's JSON-RPC URL; `http://127.0.0.1:<the chain's default port>` when absent.
     pub rpc_url: Option<String>,
     /// The node's `.cookie` file; the default data directory's when neither it nor a user is
@@ -131,9 +133,93 @@ pub struct RawNode {
     pub ipc_socket: Option<PathBuf>,
 }
 
+/// `[node]` (one node) or `[[node]]` (the primary first, then backups), as written. Derefs to
+/// the primary, so `raw.node.rpc_url` reads as it always has.
+#[derive(Debug)]
+pub struct RawNodes(pub Vec<RawNode>);
+
+impl Default for RawNodes {
+    fn default() -> Self {
+        RawNodes(vec![RawNode::default()])
+    }
+}
+
+impl std::ops::Deref for RawNodes {
+    type Target = RawNode;
+    fn deref(&self) -> &RawNode {
+        &self.0[0]
+    }
+}
+
+impl std::ops::DerefMut for RawNodes {
+    fn deref_mut(&mut self) -> &mut RawNode {
+        &mut self.0[0]
+    }
+}
+
+impl<'de> Deserialize<'de> for RawNodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Nodes;
+        impl<'de> serde::de::Visitor<'de> for Nodes {
+            type Value = RawNodes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [node] table, or [[node]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawNodes, A::Error> {
+                let one = RawNode::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawNodes(vec![one]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawNodes, A::Error> {
+                let all =
+                    Vec::<RawNode>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                if all.is_empty() {
+                    return Err(serde::de::Error::custom("at least one [[node]]"));
+                }
+                Ok(RawNodes(all))
+            }
+        }
+        d.deserialize_any(Nodes)
+    }
+}
+
+impl RawNodes {
+    /// Checks every node with the farm's `[policy]`; names must differ (the journal records
+    /// each node's verdict by name).
+    ///
+    /// # Errors
+    /// Every bad value, each with its key.
+    pub fn resolve(
+        self,
+        network: Network,
+        policy: &PolicyConfig,
+    ) -> Result<Vec<NodeConfig>, ConfigErrors> {
+        let mut e = ConfigErrors::default();
+        let nodes: Vec<NodeConfig> = self
+            .0
+            .into_iter()
+            .filter_map(|n| e.take_all(n.resolve_with_policy(network, policy.clone())))
+            .collect();
+        let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            e.push(bad(
+                "node.name",
+                "two nodes with one name (or one RPC URL); name them",
+            ));
+        }
+        if e.is_empty() {
+            Ok(nodes)
+        } else {
+            Err(e)
+        }
+    }
+}
+
 /// The node connection, checked.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// Its name in logs and the block journal.
+    pub name: String,
     /// The node's JSON-RPC URL.
     pub rpc_url: String,
     /// How the RPC client proves itself to the node.
@@ -255,6 +341,7 @@ impl RawNode {
             },
         };
         Ok(NodeConfig {
+            name: self.name.unwrap_or_else(|| rpc_url.clone()),
             rpc_url,
             auth,
             source,

@@ -11,6 +11,7 @@
 pub mod blocks;
 pub mod config;
 pub mod node;
+pub mod nodes;
 pub mod policy;
 pub mod server;
 pub mod source;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::blocks::BlockSubmitter;
+use crate::blocks::{Blocks, Node};
 use crate::config::{
     bad, parse_network, secs, BackendKind, ConfigError, ConfigErrors, NodeConfig, RawNode,
 };
@@ -53,7 +53,8 @@ pub struct RawServer {
     pub cert_validity_secs: Option<u64>,
     /// Clients served at once; more are refused (default 64).
     pub max_clients: Option<usize>,
-    /// Where a copy of every block found is written before it is submitted.
+    /// The directory of the block journal: every block found is written there before it is
+    /// submitted (default `blocks`).
     pub blocks_dir: Option<PathBuf>,
 }
 
@@ -68,8 +69,8 @@ pub struct ProviderConfig {
     pub listen: SocketAddr,
     /// The Template Distribution server's keys, limits and timeouts.
     pub tdp: TdpServerConfig,
-    /// Where a copy of every block found is written, if anywhere.
-    pub blocks_dir: Option<PathBuf>,
+    /// The block journal's directory.
+    pub blocks_dir: PathBuf,
 }
 
 impl ProviderConfig {
@@ -111,7 +112,7 @@ impl ProviderConfig {
                 handshake_timeout: Duration::from_secs(10),
                 setup_timeout: Duration::from_secs(10),
             },
-            blocks_dir: s.blocks_dir,
+            blocks_dir: s.blocks_dir.unwrap_or_else(|| PathBuf::from("blocks")),
         })
     }
 }
@@ -179,7 +180,17 @@ impl Provider {
             anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.listen)
         })?;
         let local_addr = listener.local_addr()?;
-        let blocks = BlockSubmitter::new(rpc, config.blocks_dir.clone());
+        let node = Node {
+            name: config.node.rpc_url.clone(),
+            rpc,
+        };
+        let blocks = Blocks::start(&config.blocks_dir, vec![node], templates.clone(), &tracker)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the block journal in {} (server.blocks_dir): {e}",
+                    config.blocks_dir.display()
+                )
+            })?;
         tracker.spawn(serve(
             listener,
             config.tdp,

@@ -70,16 +70,35 @@ pub struct TemplateSource {
     rpc: RpcClient,
     config: TemplateSourceConfig,
     ids: Arc<AtomicU64>,
+    /// Whether the node answered its last `getblocktemplate`.
+    up: Arc<watch::Sender<bool>>,
 }
+
+/// Retries of a failing node start this far apart and grow to [`RETRY_MAX`]: a node back from
+/// a restart gives templates again within a second.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_millis(500);
 
 impl TemplateSource {
     /// A source over `rpc`; call [`check_node`](Self::check_node) then [`spawn`](Self::spawn).
     pub fn new(rpc: RpcClient, config: TemplateSourceConfig) -> Self {
+        Self::with_ids(rpc, config, Arc::new(AtomicU64::new(1)))
+    }
+
+    /// A source numbering its templates from `ids`, shared with the other nodes' sources so
+    /// template ids keep increasing whichever node they come from.
+    pub fn with_ids(rpc: RpcClient, config: TemplateSourceConfig, ids: Arc<AtomicU64>) -> Self {
         TemplateSource {
             rpc,
             config,
-            ids: Arc::new(AtomicU64::new(1)),
+            ids,
+            up: Arc::new(watch::Sender::new(true)),
         }
+    }
+
+    /// Whether the node answered its last `getblocktemplate`, as it changes.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
     }
 
     /// The RPC client.
@@ -416,6 +435,7 @@ async fn watch_templates(
     shutdown: CancellationToken,
 ) {
     let mut failures = 0u32;
+    let mut wait = RETRY_FIRST;
     loop {
         let fetch = tokio::time::timeout(
             source.config.refresh_interval,
@@ -427,7 +447,14 @@ async fn watch_templates(
         };
         match result {
             Ok(Ok((template, next))) => {
+                if failures > 0 {
+                    info!(node = %source.rpc.url(), failures, "node answers again");
+                }
                 failures = 0;
+                wait = RETRY_FIRST;
+                source
+                    .up
+                    .send_if_modified(|up| !std::mem::replace(up, true));
                 longpoll_id = next;
                 if updates.send(Update::Full(template)).await.is_err() {
                     return;
@@ -438,12 +465,19 @@ async fn watch_templates(
             Ok(Err(e)) => {
                 failures += 1;
                 longpoll_id = None;
-                warn!(error = %e, "getblocktemplate failed; miners keep the last template");
-                let backoff = Duration::from_millis(200 * u64::from(failures.min(25)));
+                source
+                    .up
+                    .send_if_modified(|up| std::mem::replace(up, false));
+                // One line when the node goes, then one every 30 tries: an outage of a minute
+                // is a few lines, not hundreds.
+                if failures == 1 || failures.is_multiple_of(30) {
+                    warn!(node = %source.rpc.url(), error = %e, failures, "getblocktemplate failed; retrying");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
+                wait = (wait * 2).min(RETRY_MAX);
             }
         }
     }

@@ -377,6 +377,58 @@ impl BitcoinNode {
         }
     }
 
+    /// Stops the node as an operator would for an upgrade (`stop` RPC, then the process exits)
+    /// and keeps its datadir and ports, for [`BitcoinNode::resume`].
+    ///
+    /// # Errors
+    /// The node did not stop.
+    pub async fn halt(&mut self) -> anyhow::Result<()> {
+        let _ = self
+            .rpc_with_timeout("stop", json!([]), Some(Duration::from_secs(10)))
+            .await;
+        let mut child = self
+            .process
+            .take_child()
+            .ok_or_else(|| anyhow!("node process already gone"))?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while child.try_wait().context("waiting for the node")?.is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("node did not stop within {STOP_TIMEOUT:?} and was killed");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts a halted node again on its datadir and ports, and waits until it answers.
+    ///
+    /// # Errors
+    /// It does not start, or does not answer in time.
+    pub async fn resume(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
+        let bin = bitcoin_binary(self.kind)?;
+        let mut args = node_args(self.kind, self.datadir(), self.rpc_port, self.p2p_port);
+        args.extend(extra_args.iter().map(ToString::to_string));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.datadir().join("stderr.log"))
+            .context("opening stderr.log")?;
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("cloning stderr.log handle")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        self.process.replace_child(child);
+        match self.wait_ready(STARTUP_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(StartFailure::PortClash(e) | StartFailure::Fatal(e)) => Err(e),
+        }
+    }
+
     /// The last `max_bytes` of `regtest/debug.log` (empty if it does not exist).
     pub fn debug_log_tail(&self, max_bytes: u64) -> String {
         tail_file(&self.debug_log(), max_bytes)

@@ -150,6 +150,11 @@ impl ChildInDir {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Puts a (new) process in the same directory, killed on drop like the first.
+    pub fn replace_child(&mut self, child: Child) {
+        *self.child.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(child);
+    }
+
     /// The process, no longer killed on drop (the directory still goes).
     pub fn take_child(&mut self) -> Option<Child> {
         self.child

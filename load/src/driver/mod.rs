@@ -6,11 +6,13 @@
 //! - `shares`: the share phase and its figures;
 //! - `tips`: mining new tips and timing them at every miner;
 //! - `processes`: memory and CPU of the server and the processes behind it;
+//! - `soak`: a long share phase with tips on a fixed grid, the server sampled all along;
 //! - `summary`: the counters of the run as a [`Report`].
 
 mod processes;
 mod ramp;
 mod shares;
+mod soak;
 mod summary;
 mod tips;
 
@@ -28,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::client::{ClientConfig, Mode, Pace, Shared, Stats};
 use crate::node::{MineTo, Rpc};
 use crate::report::Report;
+use crate::soak::SoakSettings;
 use processes::Memories;
 
 /// What one run does; the `jd-load` flags of the same names.
@@ -81,14 +84,15 @@ pub struct Settings {
     pub label: String,
     /// No progress lines.
     pub quiet: bool,
+    /// A soak run: shares for the whole `duration`, a tip every `tip_interval` (`tips` is not
+    /// used), and the server sampled for the flatness verdict.
+    pub soak: Option<SoakSettings>,
 }
 
 /// Runs the whole load against the server and reports it. `nofile` is the open-file limit
 /// the caller could get, for the report.
 pub async fn drive(s: Settings, nofile: u64) -> anyhow::Result<Report> {
-    if s.mode == Mode::Shares && s.difficulty.is_some_and(|d| d > 1e-7) {
-        bail!("shares mode grinds every share itself: keep --difficulty at 1e-7 or below");
-    }
+    check(&s)?;
     let (rpc, descriptor) = node_access(&s).await?;
     let sources: Vec<IpAddr> = (0..s.sources)
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i)))
@@ -103,6 +107,7 @@ pub async fn drive(s: Settings, nofile: u64) -> anyhow::Result<Report> {
     let tracker = TaskTracker::new();
     let ramp_start = Instant::now();
     let reporter = ramp::spawn_reporter(shared.clone(), s.quiet);
+    let mut sampler = soak::Sampler::start(&s, &shared, ramp_start);
     let connect_elapsed = ramp::connect_all(&s, &shared, &sources, &tracker, ramp_start).await;
     // Let the server's allocations settle before reading its memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -110,20 +115,30 @@ pub async fn drive(s: Settings, nofile: u64) -> anyhow::Result<Report> {
     let hold_start = Instant::now();
 
     let phase = shares::Phase::begin(&s, stats, &pace_tx);
-    // Tips (during the share phase in shares mode).
-    let tips = match (&rpc, &descriptor) {
-        (Some(rpc), Some(desc)) => tips::measure_all(&s, rpc, desc, &shared).await?,
-        _ => Vec::new(),
-    };
+    let phase_start = phase.start;
     let hold = Duration::from_secs_f64(s.duration);
     let until = if s.mode == Mode::Shares {
         phase.start + hold
     } else {
         hold_start + hold
     };
+    // Tips (during the share phase in shares mode).
+    let node = rpc.as_ref().zip(descriptor.as_ref());
+    let (tips, soak_tips) = match (node, &sampler) {
+        (Some(node), Some(sm)) => (
+            Vec::new(),
+            Some(soak::mine_tips(&s, node, &shared, sm, phase_start, until).await),
+        ),
+        (Some((rpc, desc)), None) => (tips::measure_all(&s, rpc, desc, &shared).await?, None),
+        _ => (Vec::new(), None),
+    };
     if until > Instant::now() {
         tokio::time::sleep_until(until.into()).await;
     }
+    let soak_samples = match &mut sampler {
+        Some(sm) => Some(sm.finish().await),
+        None => None,
+    };
     let shares_report = if s.mode == Mode::Shares {
         Some(phase.finish(&s, stats, &pace_tx).await)
     } else {
@@ -137,6 +152,10 @@ pub async fn drive(s: Settings, nofile: u64) -> anyhow::Result<Report> {
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
     reporter.abort();
+    let soak = match (&sampler, soak_tips, soak_samples) {
+        (Some(sm), Some(t), Some(samples)) => Some(soak::report(&s, sm, t, samples, phase_start)),
+        _ => None,
+    };
 
     Ok(summary::report(summary::Run {
         settings: &s,
@@ -150,7 +169,24 @@ pub async fn drive(s: Settings, nofile: u64) -> anyhow::Result<Report> {
         server_memory: [before.server, connected.server, server_end],
         peer_processes,
         tool_memory,
+        soak,
     }))
+}
+
+/// Settings that cannot work together, refused before any connection.
+fn check(s: &Settings) -> anyhow::Result<()> {
+    if s.mode == Mode::Shares && s.difficulty.is_some_and(|d| d > 1e-7) {
+        bail!("shares mode grinds every share itself: keep --difficulty at 1e-7 or below");
+    }
+    if let Some(k) = &s.soak {
+        if s.server_pid.is_none() || s.rpc_url.is_none() {
+            bail!("a soak run samples --server-pid and mines tips through --rpc-url: give both");
+        }
+        if s.mode != Mode::Shares || !(k.sample_interval > 0.0 && s.tip_interval > 0.0) {
+            bail!("a soak run needs shares mode and a positive sample and tip interval");
+        }
+    }
+    Ok(())
 }
 
 /// The node's RPC and what tips pay to, when the run mines tips.
@@ -164,9 +200,10 @@ async fn node_access(s: &Settings) -> anyhow::Result<(Option<Rpc>, Option<MineTo
         None if s.tips > 0 => bail!("--tips needs --rpc-url"),
         None => None,
     };
-    let descriptor = match (&rpc, s.tips, &s.tip_address) {
-        (Some(_), t, Some(a)) if t > 0 => Some(MineTo::Address(a.clone())),
-        (Some(rpc), t, None) if t > 0 => Some(MineTo::Descriptor(rpc.mining_descriptor().await?)),
+    let mines = s.tips > 0 || s.soak.is_some();
+    let descriptor = match (&rpc, &s.tip_address) {
+        (Some(_), Some(a)) if mines => Some(MineTo::Address(a.clone())),
+        (Some(rpc), None) if mines => Some(MineTo::Descriptor(rpc.mining_descriptor().await?)),
         _ => None,
     };
     Ok((rpc, descriptor))

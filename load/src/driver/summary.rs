@@ -12,6 +12,7 @@ use crate::report::{
     ConnectReport, MessageReport, PeerReport, Report, ServerReport, SharesReport, TipReport,
     ToolReport,
 };
+use crate::soak::SoakReport;
 
 /// What the phases measured, for [`report`].
 pub(super) struct Run<'a> {
@@ -27,6 +28,7 @@ pub(super) struct Run<'a> {
     pub(super) server_memory: [Option<Memory>; 3],
     pub(super) peer_processes: Vec<PeerReport>,
     pub(super) tool_memory: Memory,
+    pub(super) soak: Option<SoakReport>,
 }
 
 /// Builds the report once every connection has ended, so the counters are final.
@@ -38,7 +40,11 @@ pub(super) fn report(run: Run<'_>) -> Report {
     let tips_all = (!run.tips.is_empty()).then(|| pool_tips(&run.tips));
     Report {
         label: s.label.clone(),
-        mode: format!("{:?}", s.mode).to_lowercase(),
+        mode: if run.soak.is_some() {
+            "soak".into()
+        } else {
+            format!("{:?}", s.mode).to_lowercase()
+        },
         server: s.server.to_string(),
         connections_requested: u64::from(s.connections),
         source_addresses: run.sources.iter().map(ToString::to_string).collect(),
@@ -66,6 +72,7 @@ pub(super) fn report(run: Run<'_>) -> Report {
             memory: run.tool_memory,
             cpu_s: procfs::cpu_time(None).map_or(0.0, |d| d.as_secs_f64()),
         },
+        soak: run.soak,
     }
 }
 

@@ -44,39 +44,45 @@ pub(super) async fn measure_all(
             &s.peer_pid,
         )
         .await?;
-        progress(
-            s.quiet,
-            format_args!(
-                "tip {}: {}/{} miners, p50 {:.2} ms p99 {:.2} ms max {:.2} ms after the node{}",
-                t + 1,
-                tip.miners_reached,
-                tip.miners_expected,
-                best(&tip).p50_ms,
-                best(&tip).p99_ms,
-                best(&tip).max_ms,
-                if tip.from_node_log.is_some() {
-                    " logged it"
-                } else if tip.from_node_notify.is_some() {
-                    " notified waiters"
-                } else {
-                    "'s RPC returned"
-                },
-            ),
-        );
+        announce(s.quiet, u64::from(t) + 1, &tip);
         tips.push(tip);
     }
     Ok(tips)
 }
 
+/// The progress line of tip `number` (from 1).
+pub(super) fn announce(quiet: bool, number: u64, tip: &TipReport) {
+    progress(
+        quiet,
+        format_args!(
+            "tip {}: {}/{} miners, p50 {:.2} ms p99 {:.2} ms max {:.2} ms after the node{}",
+            number,
+            tip.miners_reached,
+            tip.miners_expected,
+            best(tip).p50_ms,
+            best(tip).p99_ms,
+            best(tip).max_ms,
+            if tip.from_node_log.is_some() {
+                " logged it"
+            } else if tip.from_node_notify.is_some() {
+                " notified waiters"
+            } else {
+                "'s RPC returned"
+            },
+        ),
+    );
+}
+
 /// The most precise reference a tip has.
-fn best(t: &TipReport) -> Summary {
+pub(super) fn best(t: &TipReport) -> Summary {
     t.from_node_log
         .or(t.from_node_notify)
         .unwrap_or(t.from_rpc_return)
 }
 
-/// Mines one block and waits for every live miner's first job on it.
-async fn measure_tip(
+/// Mines one block and waits for every live miner's first job on it. `anchor` ties the node
+/// log's wall-clock times to this process's monotonic clock.
+pub(super) async fn measure_tip(
     rpc: &Rpc,
     descriptor: &MineTo,
     shared: &Arc<Shared>,

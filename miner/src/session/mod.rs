@@ -30,19 +30,49 @@ use tokio_util::sync::CancellationToken;
 /// Shares queued between the hashing thread and the connection before hashing blocks.
 const FOUND_QUEUE: usize = 256;
 
+/// How a connection ended.
+enum End {
+    Closed(String),
+    /// The server asked for a reconnect to this address after this wait.
+    Reconnect(SocketAddr, std::time::Duration),
+}
+
 /// Runs one miner to its end and always reports it with a final `Disconnected`.
 pub(crate) async fn run(
-    config: MinerConfig,
+    mut config: MinerConfig,
     shutdown: CancellationToken,
     events: UnboundedSender<MinerEvent>,
     stats: Arc<Stats>,
 ) {
-    let reason = match session(&config, &shutdown, &events, &stats).await {
-        Ok(reason) => reason,
-        Err(e) => format!("{e:#}"),
+    let reason = loop {
+        match session(&config, &shutdown, &events, &stats).await {
+            Ok(End::Closed(reason)) => break reason,
+            Err(e) => break format!("{e:#}"),
+            Ok(End::Reconnect(to, wait)) => {
+                tracing::info!(user = %config.user, %to, ?wait, "reconnecting as the server asked");
+                let _ = events.send(MinerEvent::Reconnecting { to, wait });
+                tokio::select! {
+                    () = shutdown.cancelled() => break "shutdown".into(),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                config.server = to;
+            }
+        }
     };
     tracing::debug!(user = %config.user, %reason, "miner disconnected");
     let _ = events.send(MinerEvent::Disconnected { reason });
+}
+
+/// Connects, retrying for a while when asked to reconnect: the new server may be a moment away.
+async fn connect_retrying(config: &MinerConfig) -> Result<TcpStream> {
+    let give_up = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match connect(config).await {
+            Ok(s) => return Ok(s),
+            Err(e) if !config.follow_reconnect || Instant::now() >= give_up => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn connect(config: &MinerConfig) -> Result<TcpStream> {
@@ -74,10 +104,10 @@ async fn session(
     shutdown: &CancellationToken,
     events: &UnboundedSender<MinerEvent>,
     stats: &Arc<Stats>,
-) -> Result<String> {
+) -> Result<End> {
     let stream = tokio::select! {
-        _ = shutdown.cancelled() => return Ok("shutdown".into()),
-        s = connect(config) => s?,
+        _ = shutdown.cancelled() => return Ok(End::Closed("shutdown".into())),
+        s = connect_retrying(config) => s?,
     };
     let (read_half, write_half) = stream.into_split();
     let mut reader = LineReader::new(read_half, MAX_LINE_LEN);
@@ -99,11 +129,14 @@ async fn session(
     s.advance_handshake().await?;
     loop {
         let wait_deadline = s.wait_deadline;
+        if let Some((to, wait)) = s.reconnect.take() {
+            return Ok(End::Reconnect(to, wait));
+        }
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok("shutdown".into()),
+            _ = shutdown.cancelled() => return Ok(End::Closed("shutdown".into())),
             line = reader.next_line() => match line? {
-                None => return Ok("connection closed by server".into()),
+                None => return Ok(End::Closed("connection closed by server".into())),
                 Some(line) => s.handle_line(&line).await?,
             },
             Some(found) = found_rx.recv() => s.submit(found).await?,

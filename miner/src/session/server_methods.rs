@@ -36,6 +36,7 @@ impl Session<'_> {
                     .to_string();
                 self.send_line(line).await?;
             }
+            "client.reconnect" => self.on_reconnect(params),
             "client.show_message" => {
                 tracing::info!(user = %self.config.user, "server message: {params}");
             }
@@ -45,6 +46,33 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `client.reconnect [host, port, wait]`, every field optional: the same server by default.
+    fn on_reconnect(&mut self, params: &Value) {
+        if !self.config.follow_reconnect {
+            tracing::info!(user = %self.config.user, %params, "server asked to reconnect; not following");
+            return;
+        }
+        let server = self.config.server;
+        let host = params
+            .get(0)
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty());
+        let port = params
+            .get(1)
+            .and_then(|p| {
+                p.as_u64()
+                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+            })
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(server.port());
+        let ip = host.and_then(|h| h.parse().ok()).unwrap_or(server.ip());
+        let wait = params.get(2).and_then(Value::as_u64).unwrap_or(0).min(600);
+        self.reconnect = Some((
+            std::net::SocketAddr::new(ip, port),
+            std::time::Duration::from_secs(wait),
+        ));
     }
 
     fn on_set_difficulty(&mut self, params: &Value) {

@@ -53,6 +53,8 @@ pub(super) struct Session<'a> {
     pub(super) generation: u64,
     pub(super) last_clean_generation: u64,
     pub(super) last_prevhash: Option<bitcoin::BlockHash>,
+    /// `client.reconnect`: where to, and after how long.
+    pub(super) reconnect: Option<(std::net::SocketAddr, std::time::Duration)>,
 }
 
 impl<'a> Session<'a> {
@@ -89,6 +91,7 @@ impl<'a> Session<'a> {
             generation: 0,
             last_clean_generation: 0,
             last_prevhash: None,
+            reconnect: None,
         }
     }
 

@@ -14,6 +14,7 @@ use bitcoin::Network;
 
 use self::raw::{RawConfig, RawStratum, RawTemplateProvider, RawVardiff};
 pub use self::upstream::{DeclarationMode, Endpoint, FailoverConfig, UpstreamConfig};
+use crate::sv1::admission::{parse_net, AdmissionConfig};
 use crate::sv1::vardiff::VardiffConfig;
 use crate::sv1::Sv1Config;
 use mining_types::{Difficulty, ExtranonceLayout};
@@ -36,8 +37,9 @@ pub enum Payout {
 pub struct Config {
     /// The chain mined.
     pub network: Network,
-    /// The farm's node.
-    pub node: NodeConfig,
+    /// The farm's nodes, most preferred first: templates come from the first that answers,
+    /// blocks go to all.
+    pub nodes: Vec<NodeConfig>,
     /// Where solo rewards go.
     pub payout: Payout,
     /// Written into every coinbase.
@@ -46,6 +48,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The miner-facing server.
     pub sv1: Sv1Config,
+    /// Who may connect.
+    pub admission: AdmissionConfig,
     /// Where found blocks are written.
     pub blocks_dir: PathBuf,
     /// Templates from an external SV2 Template Provider rather than from the node's RPC.
@@ -55,6 +59,15 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// How upstreams are watched and left.
     pub failover: FailoverConfig,
+    /// Handing over to a newer version.
+    pub upgrade: UpgradeConfig,
+}
+
+/// `[upgrade]`, checked.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeConfig {
+    /// Where a newer version asks for the listening socket.
+    pub handover_socket: Option<PathBuf>,
 }
 
 /// An external SV2 Template Provider (ours or sv2-tp).
@@ -89,11 +102,12 @@ impl Config {
         let network = e
             .take(parse_network(raw.network.as_deref().unwrap_or("bitcoin")))
             .unwrap_or(Network::Bitcoin);
-        let node = e.take_all(raw.node.resolve_with_policy(network, raw.policy));
-        if node
-            .as_ref()
-            .is_some_and(|n| !matches!(n.backend, template_provider::config::BackendKind::Rpc))
-        {
+        let nodes = e.take_all(raw.node.resolve(network, &raw.policy));
+        if nodes.as_ref().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| !matches!(n.backend, template_provider::config::BackendKind::Rpc))
+        }) {
             e.push(bad(
                 "node.backend",
                 "jd-proxy reads the node over RPC; for Bitcoin Core IPC run template-provider with backend = \"ipc\" and point [template_provider] at it",
@@ -104,24 +118,27 @@ impl Config {
         let tag = e.take(coinbase_tag(c.tag));
         let listen = e.take(listen(raw.stratum.listen.clone()));
         let sv1 = e.take_all(sv1(&raw.stratum, &raw.vardiff));
+        let admission = e.take_all(admission(&raw.stratum));
         let template_provider = e.take(template_provider(raw.template_provider));
         let upstreams = e.take(upstream::from_raw(raw.upstream));
         let failover = e.take(FailoverConfig::from_raw(&raw.failover));
         let (
-            Some(node),
+            Some(nodes),
             Some(payout),
             Some(coinbase_tag),
             Some(listen),
             Some(sv1),
+            Some(admission),
             Some(template_provider),
             Some(upstreams),
             Some(failover),
         ) = (
-            node,
+            nodes,
             payout,
             tag,
             listen,
             sv1,
+            admission,
             template_provider,
             upstreams,
             failover,
@@ -140,11 +157,12 @@ impl Config {
         }
         Ok(Config {
             network,
-            node,
+            nodes,
             payout,
             coinbase_tag,
             listen,
             sv1,
+            admission,
             blocks_dir: raw
                 .solo
                 .blocks_dir
@@ -152,6 +170,9 @@ impl Config {
             template_provider,
             upstreams,
             failover,
+            upgrade: UpgradeConfig {
+                handover_socket: raw.upgrade.handover_socket,
+            },
         })
     }
 }
@@ -235,10 +256,26 @@ fn sv1(s: &RawStratum, v: &RawVardiff) -> Result<Sv1Config, ConfigErrors> {
         "stratum.first_message_timeout_secs",
     ));
     let idle = e.take(secs(s.idle_timeout_secs, 900, "stratum.idle_timeout_secs"));
+    let handshake = e.take(secs(
+        s.handshake_timeout_secs,
+        60,
+        "stratum.handshake_timeout_secs",
+    ));
+    let max_requests_per_sec = s.max_requests_per_sec.unwrap_or(100);
+    if max_requests_per_sec == 0 {
+        e.push(bad("stratum.max_requests_per_sec", "must be above 0"));
+    }
     let write = e.take(secs(s.write_timeout_secs, 30, "stratum.write_timeout_secs"));
     let vardiff = e.take_all(vardiff(v));
-    let (Some(layout), Some(version_mask), Some(first), Some(idle), Some(write), Some(vardiff)) =
-        (layout, version_mask, first, idle, write, vardiff)
+    let (
+        Some(layout),
+        Some(version_mask),
+        Some(first),
+        Some(handshake),
+        Some(idle),
+        Some(write),
+        Some(vardiff),
+    ) = (layout, version_mask, first, handshake, idle, write, vardiff)
     else {
         return Err(e);
     };
@@ -249,12 +286,35 @@ fn sv1(s: &RawStratum, v: &RawVardiff) -> Result<Sv1Config, ConfigErrors> {
         max_connections,
         max_line_bytes,
         first_message_timeout: first,
+        handshake_timeout: handshake,
+        max_requests_per_sec,
         idle_timeout: idle,
         write_timeout: write,
+        reconnect_wait: Duration::from_secs(s.reconnect_wait_secs.unwrap_or(1)),
         layout,
         version_mask,
         max_ntime_future: Duration::from_secs(s.max_ntime_future_secs.unwrap_or(600)),
         vardiff,
+    })
+}
+
+/// `stratum.allow_networks`, `max_connections_per_ip` and `per_ip_exempt`.
+fn admission(s: &RawStratum) -> Result<AdmissionConfig, ConfigErrors> {
+    let mut e = ConfigErrors::default();
+    let mut nets = |list: &[String], key: &'static str| -> Vec<ipnet::IpNet> {
+        list.iter()
+            .filter_map(|n| e.take(parse_net(n).map_err(|x| bad(key, x))))
+            .collect()
+    };
+    let allow = nets(&s.allow_networks, "stratum.allow_networks");
+    let exempt = nets(&s.per_ip_exempt, "stratum.per_ip_exempt");
+    if !e.is_empty() {
+        return Err(e);
+    }
+    Ok(AdmissionConfig {
+        allow,
+        max_per_ip: s.max_connections_per_ip.unwrap_or(256),
+        exempt,
     })
 }
 
@@ -347,7 +407,7 @@ mod tests {
         assert_eq!(c.network, Network::Regtest);
         assert_eq!(c.sv1.version_mask, BIP320_MASK);
         assert_eq!(c.sv1.layout.extranonce2_len(), 4);
-        assert_eq!(c.node.rpc_url, "http://127.0.0.1:18443");
+        assert_eq!(c.nodes[0].rpc_url, "http://127.0.0.1:18443");
     }
 
     #[test]

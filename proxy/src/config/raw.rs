@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-pub use template_provider::config::RawNode;
+pub use template_provider::config::{RawNode, RawNodes};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -12,9 +12,9 @@ pub use template_provider::config::RawNode;
 pub struct RawConfig {
     /// bitcoin, testnet, testnet4, signet or regtest.
     pub network: Option<String>,
-    /// `[node]`: the farm's node.
+    /// `[node]`, or `[[node]]`: the farm's node, or its nodes in order of preference.
     #[serde(default)]
-    pub node: RawNode,
+    pub node: RawNodes,
     /// `[coinbase]`: payout and tag.
     #[serde(default)]
     pub coinbase: RawCoinbase,
@@ -38,6 +38,17 @@ pub struct RawConfig {
     /// How upstreams are watched and left.
     #[serde(default)]
     pub failover: RawFailover,
+    /// `[upgrade]`: handing over to a newer version.
+    #[serde(default)]
+    pub upgrade: RawUpgrade,
+}
+
+/// `[upgrade]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgrade {
+    /// A unix socket where a newer version asks for the listening socket; none: no handover.
+    pub handover_socket: Option<PathBuf>,
 }
 
 /// One `[[upstream]]`.
@@ -108,10 +119,24 @@ pub struct RawStratum {
     pub max_line_bytes: Option<usize>,
     /// A new connection must speak within this time.
     pub first_message_timeout_secs: Option<u64>,
+    /// ... and subscribe and authorize within this time.
+    pub handshake_timeout_secs: Option<u64>,
+    /// Requests a connection may send per second; a flood beyond it is cut off.
+    pub max_requests_per_sec: Option<u32>,
     /// A silent miner is cut off after this time.
     pub idle_timeout_secs: Option<u64>,
     /// A miner that does not read is cut off after this time.
     pub write_timeout_secs: Option<u64>,
+    /// The wait `client.reconnect` asks of miners when the proxy stops (seconds).
+    pub reconnect_wait_secs: Option<u64>,
+    /// Only these networks may connect (`10.0.0.0/8`, or addresses); empty: any.
+    #[serde(default)]
+    pub allow_networks: Vec<String>,
+    /// Connections one source address may hold; 0: no cap.
+    pub max_connections_per_ip: Option<usize>,
+    /// Addresses exempt from that cap: NAT gateways with many ASICs behind them.
+    #[serde(default)]
+    pub per_ip_exempt: Vec<String>,
     /// The per-connection part of the extranonce, 1..=8 bytes.
     pub extranonce1_bytes: Option<u8>,
     /// The part miners roll, 1..=8 bytes.

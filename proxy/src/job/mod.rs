@@ -81,6 +81,12 @@ impl Job {
         &self.notify[usize::from(clean || self.clean)]
     }
 
+    /// The notify line with exactly this clean-jobs flag, whatever the job's own: a job sent
+    /// again under a session's fresh id must not make the miner drop its other work.
+    pub fn notify_line_flagged(&self, clean: bool) -> &[u8] {
+        &self.notify[usize::from(clean)]
+    }
+
     /// The previous block hash the job builds on.
     pub fn prev_hash(&self) -> BlockHash {
         self.template.prev_hash

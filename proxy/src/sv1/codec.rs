@@ -2,7 +2,6 @@
 //! rendered as lines. No I/O here.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use mining_types::{Extranonce2, JobId};
 use serde::Deserialize;
@@ -278,139 +277,9 @@ pub struct ConfigureReply {
 }
 
 /// Renders replies and notifications into a buffer.
-pub mod render {
-    use super::*;
+pub mod render;
 
-    /// `{"id":ID,"result":RESULT,"error":null}`
-    pub fn ok(out: &mut Vec<u8>, id: &str, result: &str) {
-        out.extend_from_slice(b"{\"id\":");
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(b",\"result\":");
-        out.extend_from_slice(result.as_bytes());
-        out.extend_from_slice(b",\"error\":null}\n");
-    }
-
-    /// `{"id":ID,"result":null,"error":[CODE,"MSG",null]}`
-    pub fn error(out: &mut Vec<u8>, id: &str, code: i32, message: &str) {
-        let msg = serde_json::to_string(message).expect("a str always serializes");
-        let mut s = String::with_capacity(64);
-        let _ = writeln!(
-            s,
-            "{{\"id\":{id},\"result\":null,\"error\":[{code},{msg},null]}}"
-        );
-        out.extend_from_slice(s.as_bytes());
-    }
-
-    /// A refused share, with the classic code and message for its reason.
-    pub fn reject(out: &mut Vec<u8>, id: &str, reason: Reject) {
-        let (code, message) = reason.sv1_error();
-        error(out, id, code, message);
-    }
-
-    /// The `mining.subscribe` result: both subscriptions, extranonce1 and the extranonce2 size.
-    pub fn subscribed(out: &mut Vec<u8>, id: &str, extranonce1: &str, extranonce2_len: usize) {
-        let result = format!(
-            "[[[\"mining.set_difficulty\",\"{extranonce1}\"],[\"mining.notify\",\"{extranonce1}\"]],\"{extranonce1}\",{extranonce2_len}]"
-        );
-        ok(out, id, &result);
-    }
-
-    /// The `mining.configure` result.
-    pub fn configured(out: &mut Vec<u8>, id: &str, reply: &ConfigureReply) {
-        let mut result = serde_json::Map::new();
-        match reply.version_rolling {
-            None => {}
-            Some(None) => {
-                result.insert("version-rolling".into(), false.into());
-            }
-            Some(Some(mask)) => {
-                result.insert("version-rolling".into(), true.into());
-                result.insert("version-rolling.mask".into(), format!("{mask:08x}").into());
-            }
-        }
-        if reply.minimum_difficulty {
-            result.insert("minimum-difficulty".into(), true.into());
-        }
-        if reply.subscribe_extranonce {
-            result.insert("subscribe-extranonce".into(), true.into());
-        }
-        for ext in &reply.unknown {
-            result.insert(ext.clone(), false.into());
-        }
-        ok(out, id, &serde_json::Value::Object(result).to_string());
-    }
-
-    /// `mining.set_difficulty`, with integral values written as integers for old parsers.
-    pub fn set_difficulty(out: &mut Vec<u8>, difficulty: f64) {
-        let mut s = String::with_capacity(80);
-        s.push_str("{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[");
-        push_number(&mut s, difficulty);
-        s.push_str("]}\n");
-        out.extend_from_slice(s.as_bytes());
-    }
-
-    /// `client.reconnect` to the same address after `wait_secs`: what a proxy shutting down
-    /// tells miners, so they come back without their own long retry pause.
-    pub fn reconnect(out: &mut Vec<u8>, host: &str, port: u16, wait_secs: u32) {
-        let host = serde_json::to_string(host).expect("a str always serializes");
-        let s = format!(
-            "{{\"id\":null,\"method\":\"client.reconnect\",\"params\":[{host},{port},{wait_secs}]}}\n"
-        );
-        out.extend_from_slice(s.as_bytes());
-    }
-
-    /// `mining.notify` for a job, with the clean-jobs flag given; newline included. Rendered
-    /// once per job and copied into every connection's buffer.
-    pub fn notify(job: &NotifyFields<'_>, clean: bool) -> Vec<u8> {
-        let params = serde_json::json!([
-            job.job_id.to_string(),
-            job.prev_hash,
-            hex::encode(job.coinb1),
-            hex::encode(job.coinb2),
-            job.merkle_branch,
-            format!("{:08x}", job.version),
-            format!("{:08x}", job.bits),
-            format!("{:08x}", job.ntime),
-            clean,
-        ]);
-        let mut line = serde_json::json!({"id": null, "method": "mining.notify", "params": params})
-            .to_string();
-        line.push('\n');
-        line.into_bytes()
-    }
-
-    /// A JSON number: integers without a fraction, others in shortest round-trip form.
-    pub fn push_number(s: &mut String, v: f64) {
-        if v.fract() == 0.0 && v.abs() < 9.0e15 {
-            let _ = write!(s, "{}", v as i64);
-        } else {
-            s.push_str(
-                &serde_json::Number::from_f64(v).map_or_else(|| "0".into(), |n| n.to_string()),
-            );
-        }
-    }
-}
-
-/// What a `mining.notify` says of a job.
-#[derive(Debug)]
-pub struct NotifyFields<'a> {
-    /// The job id.
-    pub job_id: JobId,
-    /// The previous block hash, already in Stratum V1's word-swapped hex.
-    pub prev_hash: &'a str,
-    /// The coinbase before the extranonce.
-    pub coinb1: &'a [u8],
-    /// The coinbase after the extranonce.
-    pub coinb2: &'a [u8],
-    /// The merkle branch, each node in hex.
-    pub merkle_branch: &'a [String],
-    /// The header version.
-    pub version: u32,
-    /// The compact target.
-    pub bits: u32,
-    /// The time to start from.
-    pub ntime: u32,
-}
+pub use render::NotifyFields;
 
 #[cfg(test)]
 mod tests {
@@ -521,6 +390,29 @@ mod tests {
         assert_eq!(parse_hex_u32("1a2b"), Some(0x1a2b));
         assert_eq!(parse_hex_u32("0x1fffe000"), Some(0x1fff_e000));
         assert_eq!(parse_hex_u32("123456789"), None);
+    }
+
+    #[test]
+    fn a_notify_line_is_resent_under_another_id() {
+        let fields = NotifyFields {
+            job_id: JobId::new(0x1a),
+            prev_hash: "00",
+            coinb1: &[1],
+            coinb2: &[2],
+            merkle_branch: &["ab".to_owned()],
+            version: 0x2000_0000,
+            bits: 0x207f_ffff,
+            ntime: 7,
+        };
+        let line = render::notify(&fields, false);
+        let mut out = Vec::new();
+        render::notify_as(&mut out, &line, JobId::new(0x8000_0003));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["params"][0], "80000003");
+        let mut original: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        original["params"][0] = "80000003".into();
+        assert_eq!(v, original, "only the id changed");
+        assert_eq!(out.last(), Some(&b'\n'));
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl Connection {
         self.stream.write_all(bytes).await
     }
 
+    /// The address the miner connected to: where `client.reconnect` sends it back.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.local_addr().ok()
+    }
+
     /// Whether a whole line waits in the read buffer (pipelined requests).
     pub fn has_buffered_line(&self) -> bool {
         self.lines.has_buffered_line()

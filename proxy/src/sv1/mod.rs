@@ -5,6 +5,7 @@
 //! renders every reply; [`vardiff`] keeps each miner at a steady share rate; [`extranonce`]
 //! gives each connection its own extranonce1.
 
+pub mod admission;
 pub mod codec;
 pub mod conn;
 pub mod extranonce;
@@ -30,12 +31,18 @@ pub struct Sv1Config {
     pub max_connections: usize,
     /// A longer line cuts the connection off.
     pub max_line_bytes: usize,
-    /// Time a new connection has to send its first line.
+    /// Time a new connection has to send its first request.
     pub first_message_timeout: Duration,
+    /// Time a new connection has to subscribe and authorize.
+    pub handshake_timeout: Duration,
+    /// Requests a connection may send per second (bursts of five seconds' worth).
+    pub max_requests_per_sec: u32,
     /// Time without a line from the miner before it is cut off.
     pub idle_timeout: Duration,
     /// Time a write to a miner may take before it is cut off.
     pub write_timeout: Duration,
+    /// The wait `client.reconnect` asks of miners when the proxy stops.
+    pub reconnect_wait: Duration,
     /// How the extranonce is split between us and the miner.
     pub layout: ExtranonceLayout,
     /// The version bits miners may roll (BIP310 negotiation ANDs the miner's mask into it).

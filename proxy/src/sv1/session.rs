@@ -7,18 +7,20 @@
 //! when that job was sent. Nothing here holds a lock on the share path, and a slow or broken
 //! miner only ever stalls its own task.
 
-use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bitcoin::{BlockHash, Target};
-use mining_types::{Difficulty, JobId, Solution};
+use bitcoin::Target;
+use mining_types::{Difficulty, Solution};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use self::end::SessionEnd;
+use self::limits::{deadline, Budget, Suggestions};
+pub use self::limits::{Deadline, Timeouts};
+use self::work::Work;
 use super::codec::{self, render, Configure, ConfigureReply, DecodeError, Request, Submit};
 use super::conn::{ConnError, Connection};
 use super::extranonce::Lease;
@@ -28,11 +30,6 @@ use crate::blocks::FoundBlock;
 use crate::job::Job;
 use crate::share::{check_share, Reject, ShareCheck, Submission};
 use crate::upstream::shares::{Accepted, LinkId, ShareRoute, UpShare};
-
-/// Jobs a miner may still submit to on the current tip; older ones become stale.
-const MAX_ACTIVE_JOBS: usize = 8;
-/// Retired job ids remembered, so a late share is answered "stale", not "unknown".
-const MAX_RETIRED_JOBS: usize = 32;
 
 /// What a session hands on.
 #[derive(Debug)]
@@ -70,15 +67,6 @@ impl Now {
     }
 }
 
-struct ActiveJob {
-    job: Arc<Job>,
-    /// The difficulty the miner was told for this job, and its target.
-    difficulty: Difficulty,
-    target: Target,
-    /// Headers already accepted, for duplicate detection.
-    seen: HashSet<BlockHash>,
-}
-
 /// One miner's state.
 pub struct Session {
     peer: SocketAddr,
@@ -94,9 +82,12 @@ pub struct Session {
     target: Target,
     vardiff: Vardiff,
     mining: bool,
-    active: VecDeque<ActiveJob>,
-    retired: VecDeque<JobId>,
-    last_prev: Option<BlockHash>,
+    work: Work,
+    budget: Budget,
+    suggestions: Suggestions,
+    connected: Instant,
+    /// The last line that was a request we serve; nothing else counts as activity.
+    last_request: Option<Instant>,
     /// Lines to write, in order.
     pub out: Vec<u8>,
     /// What to hand on, in order.
@@ -118,9 +109,11 @@ impl Session {
             target: vd.initial.target(),
             vardiff: Vardiff::new(vd, now),
             mining: false,
-            active: VecDeque::new(),
-            retired: VecDeque::new(),
-            last_prev: None,
+            work: Work::default(),
+            budget: Budget::new(shared.sv1.max_requests_per_sec, now),
+            suggestions: Suggestions::default(),
+            connected: now,
+            last_request: None,
             out: Vec::new(),
             effects: Vec::new(),
             shared,
@@ -137,12 +130,26 @@ impl Session {
         self.mining
     }
 
+    /// When the miner must have sent its next request by (and what it is late for).
+    pub fn deadline(&self) -> Deadline {
+        let cfg = &self.shared.sv1;
+        let t = Timeouts {
+            first_message: cfg.first_message_timeout,
+            handshake: cfg.handshake_timeout,
+            idle: cfg.idle_timeout,
+        };
+        deadline(t, self.connected, self.last_request, self.mining)
+    }
+
     /// Handles one line from the miner.
     ///
     /// # Errors
-    /// The reason the connection must close (a line that is not Stratum at all, or a
-    /// subscribe when no extranonce1 is free).
+    /// The reason the connection must close: a line that is not Stratum at all, more
+    /// requests than the budget allows, or a subscribe when no extranonce1 is free.
     pub fn handle_line(&mut self, line: &[u8], now: Now) -> Result<(), SessionEnd> {
+        if !self.budget.spend(now.instant) {
+            return Err(SessionEnd::Flood(self.shared.sv1.max_requests_per_sec));
+        }
         let en2_len = self.shared.sv1.layout.extranonce2_len();
         let msg = match codec::decode(line, en2_len) {
             Ok(m) => m,
@@ -159,6 +166,9 @@ impl Session {
             }
         };
         let id = msg.id;
+        if !matches!(msg.request, Request::Unknown(_)) {
+            self.last_request = Some(now.instant);
+        }
         match msg.request {
             Request::Configure(c) => self.configure(id, c),
             Request::Subscribe { agent } => {
@@ -210,6 +220,14 @@ impl Session {
     }
 
     fn suggest_difficulty(&mut self, d: f64, now: Instant) {
+        // Each honoured suggestion is a new difficulty and a job sent again: a miner that
+        // suggests in a loop gets them at a bounded pace and one log line.
+        if !self.suggestions.allow(now) {
+            if self.suggestions.ignored == 1 {
+                info!(peer = %self.peer, worker = self.worker_name(), "difficulty suggestions too often; honouring one per 10 s");
+            }
+            return;
+        }
         match Difficulty::new(d) {
             Ok(d) => {
                 let d = self.vardiff.bound(d);
@@ -293,43 +311,23 @@ impl Session {
     }
 
     fn push_job(&mut self, job: Arc<Job>, force_clean: bool) {
-        let clean = force_clean || job.clean || self.last_prev != Some(job.prev_hash());
-        if clean {
-            for old in self.active.drain(..) {
-                self.retired.push_back(old.job.id);
-            }
-        }
-        if self.active.len() >= MAX_ACTIVE_JOBS {
-            if let Some(old) = self.active.pop_front() {
-                self.retired.push_back(old.job.id);
-            }
-        }
-        while self.retired.len() > MAX_RETIRED_JOBS {
-            self.retired.pop_front();
-        }
-        self.out.extend_from_slice(job.notify_line(clean));
-        self.last_prev = Some(job.prev_hash());
-        self.active.push_back(ActiveJob {
-            job,
-            difficulty: self.difficulty,
-            target: self.target,
-            seen: HashSet::new(),
-        });
+        let d = (self.difficulty, self.target);
+        self.work.push(job, d, force_clean, &mut self.out);
     }
 
-    /// Tells the miner its new difficulty, then re-sends the current job so the change takes
-    /// effect now; shares already in flight on that job count at the lower of the two.
+    /// Tells the miner its new difficulty, then sends the newest job again under a fresh id:
+    /// the difficulty applies to the work sent with it, and shares already in flight on the
+    /// earlier ids keep the difficulty they were mined at.
     fn change_difficulty(&mut self, d: Difficulty) {
         if d == self.difficulty {
             return;
         }
-        info!(peer = %self.peer, worker = self.worker_name(), from = %self.difficulty, to = %d, "difficulty changed");
+        debug!(peer = %self.peer, worker = self.worker_name(), from = %self.difficulty, to = %d, "difficulty changed");
         self.set_difficulty(d);
         render::set_difficulty(&mut self.out, d.get());
-        if let Some(current) = self.active.back_mut() {
-            current.difficulty = current.difficulty.min(d);
-            current.target = current.difficulty.target();
-            self.out.extend_from_slice(current.job.notify_line(false));
+        if let Some(job) = self.work.newest() {
+            let d = (self.difficulty, self.target);
+            self.work.resend(job, d, &mut self.out);
         }
     }
 
@@ -345,14 +343,7 @@ impl Session {
         let Some(worker) = self.worker.clone() else {
             return Err(Reject::Unauthorized);
         };
-        let Some(index) = self.active.iter().rposition(|a| a.job.id == s.job_id) else {
-            return Err(if self.retired.contains(&s.job_id) {
-                Reject::StaleJob
-            } else {
-                Reject::UnknownJob
-            });
-        };
-        let entry = &mut self.active[index];
+        let entry = self.work.find(s.job_id)?;
         let check = ShareCheck {
             version_mask: self.version_mask.unwrap_or(0),
             target: entry.target,
@@ -373,6 +364,11 @@ impl Session {
         }
         let share_difficulty = entry.difficulty;
         let job = entry.job.clone();
+        if let Some(full) = self.work.retire_if_full(s.job_id) {
+            // The bound on remembered headers: the miner moves to the same job under a new id.
+            let d = (self.difficulty, self.target);
+            self.work.resend(full, d, &mut self.out);
+        }
         self.shared.stats.share_accepted(share_difficulty.get());
         let accepted = Accepted {
             job: job.id,
@@ -441,7 +437,10 @@ pub async fn serve(
     mut jobs: watch::Receiver<Arc<Job>>,
     shutdown: CancellationToken,
 ) {
-    let cfg = session.shared.sv1.clone();
+    // The settings stay behind the shared Arc: a copy in every miner's task is memory each
+    // idle connection pays.
+    let shared = session.shared.clone();
+    let cfg = &shared.sv1;
     let mut tick = tokio::time::interval(
         cfg.vardiff
             .retarget_interval
@@ -452,9 +451,7 @@ pub async fn serve(
     // every pass of the loop cost more than the job fan-out itself at 10,000 miners.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    let mut read_timeout = cfg.first_message_timeout;
-    let mut last_line = tokio::time::Instant::now();
-    let silence = tokio::time::sleep_until(last_line + read_timeout);
+    let silence = tokio::time::sleep_until(session.deadline().at().into());
     tokio::pin!(silence);
     let mut route = ShareRoute::default();
     let end = loop {
@@ -466,12 +463,8 @@ pub async fn serve(
             read = conn.read_line() => match read {
                 Err(ConnError::Closed) => Err(SessionEnd::Closed),
                 Err(e) => Err(SessionEnd::Conn(e)),
-                Ok(line) => {
-                    // The timer is moved lazily, when it fires, not on every line.
-                    last_line = tokio::time::Instant::now();
-                    read_timeout = cfg.idle_timeout;
-                    session.handle_line(&line, Now::current())
-                }
+                // The timer is moved lazily, when it fires, not on every line.
+                Ok(line) => session.handle_line(&line, Now::current()),
             },
             changed = jobs.changed(), if session.is_mining() => match changed {
                 Err(_) => Err(SessionEnd::JobsStopped),
@@ -486,17 +479,24 @@ pub async fn serve(
                 Ok(())
             }
             () = &mut silence => {
-                let deadline = last_line + read_timeout;
-                if tokio::time::Instant::now() >= deadline {
-                    Err(SessionEnd::Silent(read_timeout.as_secs()))
+                let deadline = session.deadline();
+                if Instant::now() >= deadline.at() {
+                    Err(SessionEnd::Late(deadline))
                 } else {
-                    silence.as_mut().reset(deadline);
+                    silence.as_mut().reset(deadline.at().into());
                     Ok(())
                 }
             }
         };
         hand_on(&mut session, &mut route);
         if let Err(end) = step {
+            if matches!(end, SessionEnd::Shutdown) && session.is_mining() {
+                // Back in a moment, to the same address: the next process takes it over.
+                if let Some(addr) = conn.local_addr() {
+                    let wait = u32::try_from(cfg.reconnect_wait.as_secs()).unwrap_or(u32::MAX);
+                    render::reconnect(&mut session.out, &addr.ip().to_string(), addr.port(), wait);
+                }
+            }
             break end;
         }
         // Pipelined requests are answered together in one write.
@@ -539,6 +539,9 @@ fn finish(session: &Session, end: &SessionEnd) {
     }
 }
 
+/// Output buffer capacity kept between writes.
+const OUT_KEEP: usize = 512;
+
 async fn flush(
     conn: &mut Connection,
     out: &mut Vec<u8>,
@@ -546,7 +549,10 @@ async fn flush(
 ) -> Result<(), SessionEnd> {
     let write = tokio::time::timeout(timeout, conn.write_all(out)).await;
     out.clear();
-    if out.capacity() > 16 * 1024 {
+    // Replies fit in a few hundred bytes; a notify line grows the buffer past a kilobyte, and
+    // an idle miner would keep that between tips: give it back (one allocation per job sent
+    // is nothing next to the write it goes with).
+    if out.capacity() > OUT_KEEP {
         *out = Vec::new();
     }
     match write {
@@ -557,5 +563,7 @@ async fn flush(
 }
 
 mod end;
+mod limits;
 #[cfg(test)]
 mod tests;
+mod work;

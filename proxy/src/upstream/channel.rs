@@ -220,6 +220,12 @@ impl Channel {
         })
     }
 
+    /// Whether the farm's own templates are declared on this channel (else the pool's jobs are
+    /// mined).
+    pub fn declares(&self) -> bool {
+        self.declarer.is_some()
+    }
+
     /// The zeros between the channel's prefix and our extranonce1.
     fn pad(&self) -> u8 {
         u8::try_from(self.state.extranonce_size - self.ctx.layout.total_len())

@@ -1,6 +1,10 @@
 //! Which upstream the farm mines on: the most preferred one that works, else solo. The
 //! decisions are [`Failover`]'s; this task carries them out. A switch never touches a miner's
 //! connection: every session simply gets a clean job with the new coinbase.
+//!
+//! While none of the farm's nodes answers there are no templates to declare: the farm mines
+//! the pool's own jobs on a plain channel to the same pool (the pool's node has the tip), and
+//! goes back to declaring its own templates the moment a node answers again.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +21,7 @@ use super::shares::Links;
 use super::Mode;
 use crate::config::UpstreamConfig;
 use crate::job::{Command, Plan};
+use template_provider::nodes::Serving;
 
 /// Everything the supervisor drives.
 #[derive(Debug)]
@@ -33,7 +38,12 @@ pub struct Supervisor {
     pub publisher: mpsc::UnboundedSender<Command>,
     /// Where mining goes, for the status line and tests.
     pub mode: watch::Sender<Mode>,
+    /// Which of the farm's nodes serves templates (none: the pool's own jobs are mined).
+    pub serving: Option<watch::Receiver<Serving>>,
 }
+
+/// A preferred upstream back, or the other kind of channel to the same one.
+type Probe = JoinHandle<Option<Channel>>;
 
 /// Tries the upstreams at `order` in turn; the first that opens wins.
 async fn connect_first(
@@ -55,14 +65,53 @@ async fn connect_first(
 
 impl Supervisor {
     /// Tries the eligible upstreams of `range` in the background, on the tracker.
-    fn probe(&self, range: std::ops::Range<usize>) -> JoinHandle<Option<Channel>> {
+    fn probe(&self, range: std::ops::Range<usize>) -> Probe {
         let order = self.failover.eligible(range, Instant::now());
+        let upstreams = Arc::new(self.usable_upstreams());
         let tracker: &TaskTracker = &self.open.tracker;
-        tracker.spawn(connect_first(
-            self.upstreams.clone(),
-            order,
-            self.open.clone(),
-        ))
+        tracker.spawn(connect_first(upstreams, order, self.open.clone()))
+    }
+
+    /// Whether the farm has templates to declare.
+    fn nodes_up(&self) -> bool {
+        self.serving
+            .as_ref()
+            .is_none_or(|s| matches!(*s.borrow(), Serving::Node(_)))
+    }
+
+    /// The upstreams as they can be used now: without a node answering, without their JDS.
+    fn usable_upstreams(&self) -> Vec<UpstreamConfig> {
+        let up = self.nodes_up();
+        self.upstreams
+            .iter()
+            .map(|u| UpstreamConfig {
+                jds: if up { u.jds.clone() } else { None },
+                ..u.clone()
+            })
+            .collect()
+    }
+
+    /// The same upstream opened as the nodes now allow, when that is not how it is open.
+    fn reopen_if_needed(&self, index: usize, declares: bool) -> Option<Probe> {
+        let wanted = self.usable_upstreams().into_iter().nth(index)?;
+        if wanted.jds.is_some() == declares {
+            return None;
+        }
+        if declares {
+            warn!(upstream = %wanted.name, "no node answers: mining the pool's own jobs on a plain channel until one does");
+        } else {
+            info!(upstream = %wanted.name, "a node answers again: back to the farm's own templates");
+        }
+        let ctx = self.open.clone();
+        Some(self.open.tracker.spawn(async move {
+            match Channel::open(index, &wanted, ctx).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(upstream = %wanted.name, error = %e, side = %e.side(), "cannot reopen the upstream");
+                    None
+                }
+            }
+        }))
     }
 
     fn run_context(&self, stop: CancellationToken, shutdown: &CancellationToken) -> RunContext {
@@ -141,6 +190,7 @@ impl Supervisor {
         shutdown: &CancellationToken,
     ) -> (Exit, Option<Channel>) {
         let index = channel.index;
+        let declares = channel.declares();
         self.mode.send_replace(Mode::Pool {
             index,
             name: channel.name.clone(),
@@ -150,7 +200,8 @@ impl Supervisor {
         tokio::pin!(run);
         let mut retry = tokio::time::interval(self.open.config.retry_preferred);
         retry.tick().await;
-        let mut probe: Option<JoinHandle<Option<Channel>>> = None;
+        let mut probe: Option<Probe> = self.reopen_if_needed(index, declares);
+        let mut serving = self.serving.clone();
         let mut better = None;
         loop {
             tokio::select! {
@@ -163,13 +214,18 @@ impl Supervisor {
                     }
                     return (exit, better);
                 }
+                Ok(()) = changed(&mut serving), if probe.is_none() && better.is_none() => {
+                    probe = self.reopen_if_needed(index, declares);
+                }
                 _ = retry.tick(), if index > 0 && probe.is_none() && better.is_none() => {
                     probe = Some(self.probe(self.failover.preferred_over(Some(index))));
                 }
                 done = wait(&mut probe) => {
                     probe = None;
                     if let Some(b) = done {
-                        info!(from = %self.upstreams[index].name, to = %b.name, "a preferred upstream is back");
+                        if b.index != index {
+                            info!(from = %self.upstreams[index].name, to = %b.name, "a preferred upstream is back");
+                        }
                         better = Some(b);
                         stop.cancel();
                     }
@@ -183,6 +239,16 @@ impl Supervisor {
 async fn wait(probe: &mut Option<JoinHandle<Option<Channel>>>) -> Option<Channel> {
     match probe {
         Some(p) => p.await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next change of which node serves; pending forever without a node set.
+async fn changed(
+    serving: &mut Option<watch::Receiver<Serving>>,
+) -> Result<(), watch::error::RecvError> {
+    match serving {
+        Some(s) => s.changed().await,
         None => std::future::pending().await,
     }
 }

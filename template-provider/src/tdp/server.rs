@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::session;
 use super::store::TemplateStore;
-use crate::blocks::BlockSubmitter;
+use crate::blocks::Blocks;
 use mining_types::Template;
 use sv2_wire::AuthorityKeypair;
 
@@ -36,7 +36,7 @@ pub struct TdpServerConfig {
 pub(crate) struct Shared {
     pub config: TdpServerConfig,
     pub store: Arc<TemplateStore>,
-    pub blocks: BlockSubmitter,
+    pub blocks: Blocks,
     /// Every session's reader and every block submission run on it.
     pub tracker: TaskTracker,
 }
@@ -46,7 +46,7 @@ pub async fn serve(
     listener: TcpListener,
     config: TdpServerConfig,
     mut templates: watch::Receiver<Arc<Template>>,
-    blocks: BlockSubmitter,
+    blocks: Blocks,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {

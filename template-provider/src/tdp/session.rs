@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::server::Shared;
+use crate::blocks::FoundBlock;
 
 /// Why a client's session ended.
 #[derive(Debug, thiserror::Error)]
@@ -306,10 +307,14 @@ impl Session {
             Ok(block) => {
                 info!(peer = %self.peer, hash = %block.hash, height = t.height, "BLOCK FOUND by a TDP client");
                 let blocks = self.shared.blocks.clone();
-                let who = format!("tdp:{}", self.peer);
-                let height = t.height;
+                let found = FoundBlock {
+                    hash: block.hash,
+                    height: t.height,
+                    bytes: block.bytes,
+                    found_by: format!("tdp:{}", self.peer),
+                };
                 self.shared.tracker.spawn(async move {
-                    blocks.submit(block.hash, height, &block.bytes, &who).await;
+                    blocks.found(found).await;
                 });
             }
             Err(e) => warn!(peer = %self.peer, error = %e, "unusable solution"),

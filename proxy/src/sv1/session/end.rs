@@ -2,7 +2,16 @@
 
 use mining_types::Side;
 
+use super::Deadline;
 use crate::sv1::conn::ConnError;
+
+fn late(d: Deadline) -> &'static str {
+    match d {
+        Deadline::FirstMessage(_) => "no first message in time",
+        Deadline::Handshake(_) => "did not subscribe and authorize in time",
+        Deadline::Idle(_) => "no request for the idle timeout",
+    }
+}
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +34,13 @@ pub enum SessionEnd {
         /// The line's first bytes.
         start: String,
     },
-    /// Nothing from the miner within the timeout.
-    #[error("no message for {0}s")]
-    Silent(u64),
+    /// The miner missed a deadline: no first message, no subscribe and authorize, or no
+    /// request for the idle timeout.
+    #[error("{}", late(*.0))]
+    Late(Deadline),
+    /// More requests than the budget allows.
+    #[error("more than {0} requests a second")]
+    Flood(u32),
     /// The miner does not read what we send.
     #[error("write timed out")]
     WriteTimeout,

@@ -8,8 +8,10 @@ use mining_types::Side;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::sv1::session::Deadline;
 use crate::test_support::{self, job, job_on, template_on, NTIME};
 use crate::upstream::shares::{Links, PoolTag};
+use mining_types::JobId;
 
 fn peer() -> SocketAddr {
     "10.0.0.7:4028".parse().expect("an address")
@@ -30,8 +32,21 @@ fn session(d: f64) -> Session {
 
 /// Feeds one line; returns the lines the session wrote, decoded.
 fn send(s: &mut Session, line: &str) -> Vec<Value> {
-    s.handle_line(line.as_bytes(), now()).expect("handled");
+    send_at(s, line, now())
+}
+
+/// [`send`] at a given time.
+fn send_at(s: &mut Session, line: &str, at: Now) -> Vec<Value> {
+    s.handle_line(line.as_bytes(), at).expect("handled");
     take(s)
+}
+
+/// `secs` seconds from now.
+fn later(secs: u64) -> Now {
+    Now {
+        instant: Instant::now() + Duration::from_secs(secs),
+        unix: NTIME,
+    }
 }
 
 fn take(s: &mut Session) -> Vec<Value> {
@@ -238,35 +253,106 @@ fn garbage_closes_replies_are_ignored_unknown_methods_get_an_error() {
 }
 
 #[test]
-fn a_suggested_difficulty_applies_before_work_and_changes_it_during() {
-    let mut s2 = session(1.0);
+fn a_suggested_difficulty_applies_before_work_and_from_the_next_job_during() {
+    let mut s = session(1e-12);
     send(
-        &mut s2,
+        &mut s,
         r#"{"id":1,"method":"mining.suggest_difficulty","params":[0.25]}"#,
     );
     send(
-        &mut s2,
+        &mut s,
         r#"{"id":1,"method":"mining.subscribe","params":[]}"#,
     );
     let auth = send(
-        &mut s2,
+        &mut s,
         r#"{"id":2,"method":"mining.authorize","params":["w","x"]}"#,
     );
     assert_eq!(
         auth[1]["params"][0], 0.25,
         "the suggestion is the first difficulty"
     );
-    let r = send(
-        &mut s2,
-        r#"{"id":3,"method":"mining.suggest_difficulty","params":[4]}"#,
+    let r = send_at(
+        &mut s,
+        r#"{"id":3,"method":"mining.suggest_difficulty","params":[1e-12]}"#,
+        later(11),
     );
     assert_eq!(r[0]["result"], true);
     assert_eq!(r[1]["method"], "mining.set_difficulty");
-    assert_eq!(r[1]["params"][0], 4);
     assert_eq!(
         r[2]["method"], "mining.notify",
-        "the job again, so it applies now"
+        "the job again, under a fresh id"
     );
+    let alias = r[2]["params"][0].as_str().expect("id").to_owned();
+    assert_ne!(alias, "1");
+    assert_eq!(r[2]["params"][8], false);
+    // Work mined before the change still counts at the old difficulty, which these shares
+    // (at regtest's easy target, far below 0.25) miss; on the new id they count at the new one.
+    let old = send_at(&mut s, &submit_line("1", 5), later(11));
+    assert_eq!(old[0]["error"][1], "low difficulty share");
+    let new = send_at(&mut s, &submit_line(&alias, 5), later(11));
+    assert_eq!(new[0]["result"], true, "{new:?}");
+}
+
+#[test]
+fn difficulty_suggestions_in_a_loop_are_honoured_at_a_bounded_pace() {
+    let mut s = session(1.0);
+    ready(&mut s);
+    let mut set_difficulty = 0;
+    for i in 0..200 {
+        let d = if i % 2 == 0 { 2.0 } else { 4.0 };
+        let line = format!(r#"{{"id":{i},"method":"mining.suggest_difficulty","params":[{d}]}}"#);
+        let out = send(&mut s, &line);
+        assert_eq!(out[0]["result"], true, "every suggestion is answered");
+        set_difficulty += out
+            .iter()
+            .filter(|l| l["method"] == "mining.set_difficulty")
+            .count();
+    }
+    assert_eq!(set_difficulty, 1, "one honoured in the interval, not 200");
+}
+
+#[test]
+fn a_request_flood_ends_the_session() {
+    let mut s = session(1.0);
+    let at = now();
+    let line = br#"{"id":1,"method":"mining.extranonce.subscribe","params":[]}"#;
+    let served = (0..10_000)
+        .take_while(|_| s.handle_line(line, at).is_ok())
+        .count();
+    assert_eq!(
+        served, 500,
+        "a burst of five seconds at 100 a second, then cut off"
+    );
+    let end = s.handle_line(line, at).expect_err("over budget");
+    assert!(matches!(end, SessionEnd::Flood(100)));
+    assert_eq!(end.side(), Side::Miner);
+}
+
+#[test]
+fn only_requests_we_serve_push_the_deadline_back() {
+    let mut s = session(1.0);
+    let first = s.deadline();
+    assert!(matches!(first, Deadline::FirstMessage(_)));
+    send(&mut s, r#"{"id":1,"method":"mining.noise","params":[]}"#);
+    send(&mut s, r#"{"id":2,"result":true,"error":null}"#);
+    assert_eq!(
+        s.deadline(),
+        first,
+        "unknown methods and replies are not activity"
+    );
+    send(
+        &mut s,
+        r#"{"id":3,"method":"mining.subscribe","params":[]}"#,
+    );
+    assert!(
+        matches!(s.deadline(), Deadline::Handshake(_)),
+        "subscribed but not authorized"
+    );
+    send(
+        &mut s,
+        r#"{"id":4,"method":"mining.authorize","params":["w","x"]}"#,
+    );
+    assert!(matches!(s.deadline(), Deadline::Idle(_)));
 }
 
 #[test]

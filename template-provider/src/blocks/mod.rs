@@ -1,0 +1,263 @@
+//! Found blocks: journaled, then submitted to every configured node until each gives a
+//! verdict. Used by the proxy for blocks on the farm's templates and by the Template
+//! Distribution server for its clients' solutions.
+//!
+//! A block is appended to the [`journal`] and synced before anything else happens to it. Then
+//! each node gets it at once, in a task of its own on the tracker, and is tried again (every
+//! second at most) while it cannot be reached: a node restarting for an upgrade gets the block
+//! the moment it answers. A node is given up only when the chain has moved
+//! [`GIVE_UP_DEPTH`] blocks past the block, since it can then never be the tip. Every verdict
+//! goes to the journal; at start, the journal's blocks that some node has not judged are
+//! submitted again.
+//!
+//! If the journal cannot be written (a full disk past the ballast, a broken file), the whole
+//! block is logged at error level, in hex, and still submitted: it is kept in memory for as
+//! long as its submissions run. The log never says a block is on disk when it is not.
+
+pub mod fds;
+pub mod journal;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bitcoin::BlockHash;
+use mining_types::Template;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use self::fds::FdReserve;
+use self::journal::{unix_now, Entry, Journal, Record};
+use crate::node::rpc::RpcClient;
+use crate::node::{NodeError, Verdict};
+
+/// A node given up once the chain is this many blocks past the block.
+pub const GIVE_UP_DEPTH: u32 = 6;
+/// Retries of an unreachable node start this far apart...
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// ... and grow to at most this: a node back from a restart gets its blocks within a second.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Disk space held for the journal.
+pub const BALLAST_BYTES: u64 = 64 << 20;
+
+/// A node blocks are submitted to.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its name in logs and the journal (its RPC URL unless configured).
+    pub name: String,
+    /// Its RPC.
+    pub rpc: RpcClient,
+}
+
+/// A solved block, serialized.
+#[derive(Debug, Clone)]
+pub struct FoundBlock {
+    /// Its hash.
+    pub hash: BlockHash,
+    /// Its height.
+    pub height: u32,
+    /// The whole block.
+    pub bytes: Vec<u8>,
+    /// Who found it, for logs.
+    pub found_by: String,
+}
+
+/// Journals and submits blocks; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Blocks {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    journal: Mutex<Option<Journal>>,
+    nodes: Vec<Node>,
+    /// The newest template: the chain's height as the template source knows it.
+    templates: watch::Receiver<Arc<Template>>,
+    reserve: FdReserve,
+    tracker: TaskTracker,
+}
+
+/// Whether a block made it to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journaled {
+    /// Synced to the journal.
+    OnDisk,
+    /// Not written: the block is logged in hex and kept in memory while it is submitted.
+    InMemoryOnly,
+}
+
+impl Blocks {
+    /// Opens the journal in `dir` and submits to `nodes` whatever it holds unresolved.
+    /// `templates` tells when a block is past saving; tasks run on `tracker`.
+    ///
+    /// # Errors
+    /// The journal cannot be opened: a start-up error the operator must see, since blocks
+    /// would otherwise live only in memory.
+    pub fn start(
+        dir: &Path,
+        nodes: Vec<Node>,
+        templates: watch::Receiver<Arc<Template>>,
+        tracker: &TaskTracker,
+    ) -> std::io::Result<Blocks> {
+        let (journal, entries) = Journal::open(dir, BALLAST_BYTES)?;
+        info!(path = %journal.path().display(), blocks = entries.len(), "block journal open");
+        let blocks = Blocks {
+            inner: Arc::new(Inner {
+                journal: Mutex::new(Some(journal)),
+                nodes,
+                templates,
+                reserve: FdReserve::new(fds::RESERVED),
+                tracker: tracker.clone(),
+            }),
+        };
+        blocks.resubmit(entries);
+        Ok(blocks)
+    }
+
+    /// The nodes blocks go to.
+    pub fn nodes(&self) -> &[Node] {
+        &self.inner.nodes
+    }
+
+    /// Journals `block` (synced before this returns), then submits it to every node in tasks
+    /// of their own.
+    pub async fn found(&self, block: FoundBlock) -> Journaled {
+        let block = Arc::new(block);
+        let hex = Arc::new(hex::encode(&block.bytes));
+        let record = Record::Found {
+            hash: block.hash,
+            height: block.height,
+            found_by: block.found_by.clone(),
+            at: unix_now(),
+            block: hex.to_string(),
+        };
+        let journaled = self.append(record).await;
+        match &journaled {
+            Ok(()) => {
+                info!(hash = %block.hash, height = block.height, "block written to the journal");
+            }
+            Err(e) => {
+                error!(hash = %block.hash, height = block.height, error = %e, block = %hex, "BLOCK NOT ON DISK: the journal cannot be written; the whole block is in this line, submit it by hand with bitcoin-cli submitblock if the nodes below do not take it");
+            }
+        }
+        for node in &self.inner.nodes {
+            self.spawn_submission(block.clone(), hex.clone(), node.clone());
+        }
+        if journaled.is_ok() {
+            Journaled::OnDisk
+        } else {
+            Journaled::InMemoryOnly
+        }
+    }
+
+    /// Appends on a blocking thread: a sync is milliseconds the runtime must not wait for.
+    async fn append(&self, record: Record) -> std::io::Result<()> {
+        let inner = self.inner.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            let mut journal = inner.journal.lock().unwrap_or_else(PoisonError::into_inner);
+            match journal.as_mut() {
+                Some(j) => j.append(&record),
+                None => Err(std::io::Error::other("the journal is closed")),
+            }
+        });
+        write
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    fn resubmit(&self, entries: Vec<Entry>) {
+        for entry in entries {
+            let pending: Vec<Node> = self
+                .inner
+                .nodes
+                .iter()
+                .filter(|n| !entry.fates.contains_key(&n.name))
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                continue;
+            }
+            let Ok(bytes) = hex::decode(&entry.block) else {
+                warn!(hash = %entry.hash, "journaled block is not hex; skipped");
+                continue;
+            };
+            warn!(hash = %entry.hash, height = entry.height, nodes = pending.len(), "a journaled block has no verdict yet: submitting it again");
+            let block = Arc::new(FoundBlock {
+                hash: entry.hash,
+                height: entry.height,
+                bytes,
+                found_by: entry.found_by,
+            });
+            let hex = Arc::new(entry.block);
+            for node in pending {
+                self.spawn_submission(block.clone(), hex.clone(), node);
+            }
+        }
+    }
+
+    fn spawn_submission(&self, block: Arc<FoundBlock>, hex: Arc<String>, node: Node) {
+        let this = self.clone();
+        self.inner.tracker.spawn(async move {
+            let fate = this.submit_until_verdict(&block, &hex, &node).await;
+            let record = Record::Fate {
+                hash: block.hash,
+                node: node.name.clone(),
+                fate,
+                at: unix_now(),
+            };
+            if let Err(e) = this.append(record).await {
+                warn!(hash = %block.hash, node = %node.name, error = %e, "the block's fate could not be journaled");
+            }
+        });
+    }
+
+    /// Submits until the node gives a verdict or the chain leaves the block behind; the fate.
+    async fn submit_until_verdict(&self, block: &FoundBlock, hex: &str, node: &Node) -> String {
+        let mut wait = RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            match node.rpc.submit_block(hex).await {
+                Ok(reason) => {
+                    let verdict = Verdict::from_submitblock(reason);
+                    log_verdict(block, node, &verdict, failures);
+                    return verdict.as_str().to_owned();
+                }
+                Err(e) => {
+                    failures += 1;
+                    if fds::is_fd_exhaustion(&e) {
+                        self.inner.reserve.release();
+                    }
+                    let next = self.inner.templates.borrow().height;
+                    if next > block.height.saturating_add(GIVE_UP_DEPTH) {
+                        error!(hash = %block.hash, height = block.height, node = %node.name, chain_height = next - 1, block = hex, "node never took the block and the chain has moved past it; giving up (the block is in this line)");
+                        return format!("abandoned: chain at {} and node unreachable", next - 1);
+                    }
+                    if failures == 1 || failures.is_multiple_of(30) {
+                        let e = NodeError::from(e);
+                        warn!(hash = %block.hash, node = %node.name, attempt = failures, error = %e, side = %e.side(), "cannot submit the block; retrying until the node answers");
+                    }
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+fn log_verdict(block: &FoundBlock, node: &Node, verdict: &Verdict, failures: u32) {
+    let (hash, height, node, by) = (block.hash, block.height, &node.name, &block.found_by);
+    match verdict {
+        Verdict::Accepted => {
+            info!(%hash, height, %node, found_by = %by, retries = failures, "block accepted by the node");
+        }
+        Verdict::Duplicate => info!(%hash, height, %node, "node already has the block (duplicate)"),
+        Verdict::Inconclusive => {
+            warn!(%hash, height, %node, "node took the block but not as its tip: a competing block at the same height came first");
+        }
+        Verdict::Rejected(reason) => {
+            error!(%hash, height, %node, %reason, "node REJECTED the block");
+        }
+    }
+}
