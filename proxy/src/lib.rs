@@ -31,8 +31,10 @@ use anyhow::Context;
 use bitcoin::ScriptBuf;
 use mining_types::{CoinbaseConfig, Template};
 use serde_json::json;
+use template_provider::blocks::fds::{self, FdReserve};
 use template_provider::blocks::{Blocks, Node};
-use template_provider::nodes::{NodeSet, Serving};
+use template_provider::nodes::NodeSet;
+pub use template_provider::nodes::Serving;
 use template_provider::{NodeError, RpcClient};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -60,6 +62,7 @@ pub struct Proxy {
     stats: Arc<Stats>,
     jobs: watch::Receiver<Arc<Job>>,
     mode: watch::Receiver<Mode>,
+    serving: Option<watch::Receiver<Serving>>,
     /// Keeps the publisher's command queue open in solo mode.
     _commands: mpsc::UnboundedSender<job::Command>,
     handed_over: CancellationToken,
@@ -116,7 +119,7 @@ impl Proxy {
                 links: links.clone(),
                 publisher: commands.clone(),
                 mode: mode_tx,
-                serving: sources.serving,
+                serving: sources.serving.clone(),
             };
             tracker.spawn(supervisor.run(shutdown.clone()));
         }
@@ -128,6 +131,7 @@ impl Proxy {
             blocks,
             links,
             stats: stats.clone(),
+            fds: sources.fds.clone(),
         });
         let served = serve_miners(&config, shared, jobs.clone(), &tracker, &shutdown).await?;
         tracker.spawn(log_status(stats.clone(), mode.clone(), shutdown.clone()));
@@ -138,6 +142,7 @@ impl Proxy {
             stats,
             jobs,
             mode,
+            serving: sources.serving,
             _commands: commands,
             handed_over: served.handed_over,
             shutdown,
@@ -169,6 +174,12 @@ impl Proxy {
     /// Where mining goes now: solo, or which pool.
     pub fn mode(&self) -> watch::Receiver<Mode> {
         self.mode.clone()
+    }
+
+    /// Which of the farm's nodes gives the templates, or since when none does; `None` with an
+    /// external template provider.
+    pub fn serving(&self) -> Option<watch::Receiver<Serving>> {
+        self.serving.clone()
     }
 
     /// The newest job, as every miner gets it.
@@ -318,6 +329,8 @@ struct Sources {
     payout_script: ScriptBuf,
     /// Which node serves templates; `None` with an external template provider.
     serving: Option<watch::Receiver<Serving>>,
+    /// Descriptors held back for blocks.
+    fds: Arc<FdReserve>,
 }
 
 /// Templates from the farm's nodes (the first that answers) or an external provider, and
@@ -356,6 +369,7 @@ async fn templates(
         route: NodeRoute::TemplateProvider(client),
         payout_script,
         serving: None,
+        fds: Arc::new(FdReserve::new(fds::RESERVED)),
     })
 }
 
@@ -411,6 +425,7 @@ async fn from_nodes(
         })?;
     Ok(Sources {
         templates: set.templates,
+        fds: blocks.fd_reserve(),
         route: NodeRoute::Node(blocks),
         payout_script,
         serving: Some(set.serving),

@@ -158,6 +158,7 @@ pub fn shared_with(
         blocks,
         links: Arc::new(Links::default()),
         stats: Arc::new(Stats::default()),
+        fds: Arc::new(template_provider::blocks::fds::FdReserve::new(2)),
     });
     (shared, found)
 }

@@ -2,13 +2,16 @@
 //! miners, blocks built by hand, waiting with a bound, and the child-process plumbing behind the
 //! node and the reference peers.
 
+pub mod binary;
 pub mod blocks;
 pub mod chain;
+pub mod farm;
 pub mod miner;
 pub mod process;
 pub mod provider;
 pub mod proxy;
 pub mod relay;
+pub mod sv1_client;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -87,22 +90,6 @@ pub async fn stop_tasks(
     tokio::time::timeout(timeout, tracker.wait())
         .await
         .map_err(|_| anyhow::anyhow!("{what} did not stop"))
-}
-
-/// Takes the machine-wide lock integration tests hold while they run real processes, so tests
-/// run by several people at once do not skew each other's timings. Hold the guard for the test.
-pub fn exclusive() -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/jd-proxy-itest.lock")
-        .expect("the lock file opens");
-    let _ = std::process::Command::new("flock")
-        .arg(f.as_raw_fd().to_string())
-        .status();
-    f
 }
 
 /// How many blocks the journal in `dir` holds: every block found is written there before it

@@ -406,12 +406,14 @@ mod tests {
         };
         let line = render::notify(&fields, false);
         let mut out = Vec::new();
-        render::notify_as(&mut out, &line, JobId::new(0x8000_0003));
+        render::notify_as(&mut out, &line, JobId::new(0x8000_0003), 0x6553_f1a0);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["params"][0], "80000003");
+        assert_eq!(v["params"][7], "6553f1a0");
         let mut original: serde_json::Value = serde_json::from_slice(&line).unwrap();
         original["params"][0] = "80000003".into();
-        assert_eq!(v, original, "only the id changed");
+        original["params"][7] = "6553f1a0".into();
+        assert_eq!(v, original, "only the id and ntime changed");
         assert_eq!(out.last(), Some(&b'\n'));
     }
 

@@ -66,4 +66,6 @@ pub struct Shared {
     pub links: Arc<Links>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Descriptors held back for blocks: no connection is accepted while they are short.
+    pub fds: Arc<template_provider::blocks::fds::FdReserve>,
 }

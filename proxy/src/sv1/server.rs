@@ -89,6 +89,15 @@ pub async fn serve(
     let mut backoff = Duration::from_millis(10);
     let mut refusals = Refusals::default();
     loop {
+        if !shared.fds.ready_to_accept() {
+            // A block needs the descriptors a connection would take: it waits in the queue.
+            refusals.count("waiting: file descriptors kept for a block");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
             a = listener.accept() => a,

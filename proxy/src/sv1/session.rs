@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 pub use self::end::SessionEnd;
 use self::limits::{deadline, Budget, Suggestions};
 pub use self::limits::{Deadline, Timeouts};
-use self::work::Work;
+use self::work::{Recorded, Work};
 use super::codec::{self, render, Configure, ConfigureReply, DecodeError, Request, Submit};
 use super::conn::{ConnError, Connection};
 use super::extranonce::Lease;
@@ -83,6 +83,8 @@ pub struct Session {
     vardiff: Vardiff,
     mining: bool,
     work: Work,
+    /// Unix seconds at the last request or tick: the ntime a job sent again moves up to.
+    unix: u32,
     budget: Budget,
     suggestions: Suggestions,
     connected: Instant,
@@ -110,6 +112,7 @@ impl Session {
             vardiff: Vardiff::new(vd, now),
             mining: false,
             work: Work::default(),
+            unix: Now::current().unix,
             budget: Budget::new(shared.sv1.max_requests_per_sec, now),
             suggestions: Suggestions::default(),
             connected: now,
@@ -147,6 +150,7 @@ impl Session {
     /// The reason the connection must close: a line that is not Stratum at all, more
     /// requests than the budget allows, or a subscribe when no extranonce1 is free.
     pub fn handle_line(&mut self, line: &[u8], now: Now) -> Result<(), SessionEnd> {
+        self.unix = now.unix;
         if !self.budget.spend(now.instant) {
             return Err(SessionEnd::Flood(self.shared.sv1.max_requests_per_sec));
         }
@@ -301,11 +305,12 @@ impl Session {
     }
 
     /// Called periodically: lowers the difficulty of a miner that went quiet.
-    pub fn on_tick(&mut self, now: Instant) {
+    pub fn on_tick(&mut self, now: Now) {
+        self.unix = now.unix;
         if !self.mining {
             return;
         }
-        if let Some(d) = self.vardiff.on_tick(now, self.difficulty) {
+        if let Some(d) = self.vardiff.on_tick(now.instant, self.difficulty) {
             self.change_difficulty(d);
         }
     }
@@ -327,7 +332,7 @@ impl Session {
         render::set_difficulty(&mut self.out, d.get());
         if let Some(job) = self.work.newest() {
             let d = (self.difficulty, self.target);
-            self.work.resend(job, d, &mut self.out);
+            self.work.resend(job, d, self.unix, &mut self.out);
         }
     }
 
@@ -344,6 +349,10 @@ impl Session {
             return Err(Reject::Unauthorized);
         };
         let entry = self.work.find(s.job_id)?;
+        if s.ntime < entry.min_ntime {
+            // Under the floor of a job sent again: a header from before may come back there.
+            return Err(Reject::NtimeOutOfRange);
+        }
         let check = ShareCheck {
             version_mask: self.version_mask.unwrap_or(0),
             target: entry.target,
@@ -359,15 +368,12 @@ impl Session {
         };
         let en1 = *lease.value();
         let valid = check_share(&entry.job, &en1, &submission, &check)?;
-        if !entry.seen.insert(valid.hash) {
-            return Err(Reject::Duplicate);
-        }
         let share_difficulty = entry.difficulty;
         let job = entry.job.clone();
-        if let Some(full) = self.work.retire_if_full(s.job_id) {
-            // The bound on remembered headers: the miner moves to the same job under a new id.
+        if self.work.record(valid.hash, s.ntime)? == Recorded::Full {
+            // The bound on remembered headers: the miner moves past them on the same job.
             let d = (self.difficulty, self.target);
-            self.work.resend(full, d, &mut self.out);
+            self.work.renew(job.clone(), d, now.unix, &mut self.out);
         }
         self.shared.stats.share_accepted(share_difficulty.get());
         let accepted = Accepted {
@@ -475,7 +481,7 @@ pub async fn serve(
                 }
             },
             _ = tick.tick(), if session.is_mining() => {
-                session.on_tick(Instant::now());
+                session.on_tick(Now::current());
                 Ok(())
             }
             () = &mut silence => {
@@ -490,12 +496,8 @@ pub async fn serve(
         };
         hand_on(&mut session, &mut route);
         if let Err(end) = step {
-            if matches!(end, SessionEnd::Shutdown) && session.is_mining() {
-                // Back in a moment, to the same address: the next process takes it over.
-                if let Some(addr) = conn.local_addr() {
-                    let wait = u32::try_from(cfg.reconnect_wait.as_secs()).unwrap_or(u32::MAX);
-                    render::reconnect(&mut session.out, &addr.ip().to_string(), addr.port(), wait);
-                }
+            if matches!(end, SessionEnd::Shutdown) {
+                end::leave(&mut conn, &mut session, &mut route).await;
             }
             break end;
         }

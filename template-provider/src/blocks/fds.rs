@@ -6,6 +6,7 @@
 //! start and given back the moment a submission fails for want of one.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use tracing::{error, warn};
@@ -17,6 +18,19 @@ pub const RESERVED: usize = 16;
 #[derive(Debug, Default)]
 pub struct FdReserve {
     held: Mutex<Vec<File>>,
+    wanted: usize,
+    /// Submissions that failed for want of a descriptor and have not had a verdict yet.
+    waiting: AtomicUsize,
+}
+
+/// A submission waiting for descriptors; the reserve is not taken back while one lives.
+#[derive(Debug)]
+pub struct Waiting<'a>(&'a FdReserve);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl FdReserve {
@@ -32,7 +46,39 @@ impl FdReserve {
         }
         FdReserve {
             held: Mutex::new(held),
+            wanted: n,
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Marks a submission as waiting for descriptors until the guard drops.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self)
+    }
+
+    /// Whether a new connection may take a descriptor: only with the reserve whole. After a
+    /// release the reserve is taken back first, once no block waits for descriptors; until
+    /// then connections wait in the listen queue.
+    pub fn ready_to_accept(&self) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() >= self.wanted {
+            return true;
+        }
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        while held.len() < self.wanted {
+            match File::open("/dev/null") {
+                Ok(f) => held.push(f),
+                Err(_) => return false,
+            }
+        }
+        warn!(
+            held = held.len(),
+            "file descriptors reserved for blocks again: accepting miners"
+        );
+        true
     }
 
     /// Gives the held descriptors back to the process; returns how many.
@@ -96,5 +142,21 @@ mod tests {
         assert_eq!(r.release(), 4);
         assert_eq!(r.held(), 0);
         assert_eq!(r.release(), 0);
+    }
+
+    #[test]
+    fn the_reserve_is_taken_back_only_once_no_block_waits() {
+        let r = FdReserve::new(4);
+        assert!(r.ready_to_accept());
+        assert_eq!(r.release(), 4);
+        let waiting = r.waiting();
+        assert!(
+            !r.ready_to_accept(),
+            "a block waits: no connection takes its descriptors"
+        );
+        assert_eq!(r.held(), 0);
+        drop(waiting);
+        assert!(r.ready_to_accept());
+        assert_eq!(r.held(), 4);
     }
 }

@@ -75,7 +75,7 @@ struct Inner {
     nodes: Vec<Node>,
     /// The newest template: the chain's height as the template source knows it.
     templates: watch::Receiver<Arc<Template>>,
-    reserve: FdReserve,
+    reserve: Arc<FdReserve>,
     tracker: TaskTracker,
 }
 
@@ -108,12 +108,17 @@ impl Blocks {
                 journal: Mutex::new(Some(journal)),
                 nodes,
                 templates,
-                reserve: FdReserve::new(fds::RESERVED),
+                reserve: Arc::new(FdReserve::new(fds::RESERVED)),
                 tracker: tracker.clone(),
             }),
         };
         blocks.resubmit(entries);
         Ok(blocks)
+    }
+
+    /// The descriptors held back for submissions: whoever accepts connections asks it first.
+    pub fn fd_reserve(&self) -> Arc<FdReserve> {
+        self.inner.reserve.clone()
     }
 
     /// The nodes blocks go to.
@@ -217,28 +222,33 @@ impl Blocks {
     async fn submit_until_verdict(&self, block: &FoundBlock, hex: &str, node: &Node) -> String {
         let mut wait = RETRY_FIRST;
         let mut failures = 0u32;
+        let mut short_of_fds = None;
         loop {
-            match node.rpc.submit_block(hex).await {
-                Ok(reason) => {
-                    let verdict = Verdict::from_submitblock(reason);
-                    log_verdict(block, node, &verdict, failures);
-                    return verdict.as_str().to_owned();
-                }
+            let why_again = match node.rpc.submit_block(hex).await {
+                Ok(reason) => match Verdict::from_submitblock(reason) {
+                    Verdict::MissingParent => "the node lacks its parent".to_owned(),
+                    verdict => {
+                        log_verdict(block, node, &verdict, failures);
+                        return verdict.fate();
+                    }
+                },
                 Err(e) => {
-                    failures += 1;
                     if fds::is_fd_exhaustion(&e) {
                         self.inner.reserve.release();
+                        short_of_fds.get_or_insert_with(|| self.inner.reserve.waiting());
                     }
-                    let next = self.inner.templates.borrow().height;
-                    if next > block.height.saturating_add(GIVE_UP_DEPTH) {
-                        error!(hash = %block.hash, height = block.height, node = %node.name, chain_height = next - 1, block = hex, "node never took the block and the chain has moved past it; giving up (the block is in this line)");
-                        return format!("abandoned: chain at {} and node unreachable", next - 1);
-                    }
-                    if failures == 1 || failures.is_multiple_of(30) {
-                        let e = NodeError::from(e);
-                        warn!(hash = %block.hash, node = %node.name, attempt = failures, error = %e, side = %e.side(), "cannot submit the block; retrying until the node answers");
-                    }
+                    let e = NodeError::from(e);
+                    format!("{e} ({} side)", e.side())
                 }
+            };
+            failures += 1;
+            let next = self.inner.templates.borrow().height;
+            if next > block.height.saturating_add(GIVE_UP_DEPTH) {
+                error!(hash = %block.hash, height = block.height, node = %node.name, chain_height = next - 1, why = %why_again, block = hex, "node never took the block and the chain has moved past it; giving up (the block is in this line)");
+                return format!("abandoned: chain at {}, {why_again}", next - 1);
+            }
+            if failures == 1 || failures.is_multiple_of(30) {
+                warn!(hash = %block.hash, node = %node.name, attempt = failures, why = %why_again, "no verdict on the block yet; submitting it again until the node gives one");
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(RETRY_MAX);
@@ -259,5 +269,6 @@ fn log_verdict(block: &FoundBlock, node: &Node, verdict: &Verdict, failures: u32
         Verdict::Rejected(reason) => {
             error!(%hash, height, %node, %reason, "node REJECTED the block");
         }
+        Verdict::MissingParent => {}
     }
 }

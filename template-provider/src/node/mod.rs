@@ -62,6 +62,10 @@ pub enum Verdict {
     Duplicate,
     /// Valid, but a competing block at the same height came first.
     Inconclusive,
+    /// The node lacks the block's parent (`prev-blk-not-found`): no verdict on the block yet.
+    /// A node back from an outage learns the parent from its peers or from our own submission
+    /// of it, so the block is submitted again.
+    MissingParent,
     /// Refused, with the node's reason.
     Rejected(String),
 }
@@ -75,6 +79,7 @@ impl Verdict {
         match reason.as_str() {
             "duplicate" => Verdict::Duplicate,
             "inconclusive" => Verdict::Inconclusive,
+            "prev-blk-not-found" => Verdict::MissingParent,
             _ => Verdict::Rejected(reason),
         }
     }
@@ -85,7 +90,16 @@ impl Verdict {
             Verdict::Accepted => "accepted",
             Verdict::Duplicate => "duplicate",
             Verdict::Inconclusive => "inconclusive",
+            Verdict::MissingParent => "prev-blk-not-found",
             Verdict::Rejected(reason) => reason,
+        }
+    }
+
+    /// How the block journal records it: `rejected: <reason>` for a refusal.
+    pub fn fate(&self) -> String {
+        match self {
+            Verdict::Rejected(reason) => format!("rejected: {reason}"),
+            other => other.as_str().to_owned(),
         }
     }
 }

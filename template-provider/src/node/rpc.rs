@@ -101,6 +101,10 @@ pub struct RpcClient {
     auth: NodeAuth,
     ids: std::sync::Arc<AtomicU64>,
     timeout: Duration,
+    /// The cookie as last read: reading it for every call would need a file descriptor just
+    /// when a block must go out of a process that has none to spare. Read again on a 401 (the
+    /// node writes a new cookie at each start).
+    cookie: std::sync::Arc<std::sync::Mutex<Option<(String, String)>>>,
 }
 
 impl RpcClient {
@@ -118,6 +122,7 @@ impl RpcClient {
             auth,
             ids: Default::default(),
             timeout: Duration::from_secs(30),
+            cookie: Default::default(),
         }
     }
 
@@ -126,25 +131,32 @@ impl RpcClient {
         &self.url
     }
 
-    fn credentials(&self) -> Result<(String, String), RpcError> {
-        match &self.auth {
-            NodeAuth::UserPass { user, password } => Ok((user.clone(), password.clone())),
-            NodeAuth::CookieFile(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| RpcError::Cookie {
-                    path: path.clone(),
-                    source,
-                })?;
-                let text = text.trim();
-                let (user, pass) = text.split_once(':').ok_or_else(|| RpcError::Cookie {
-                    path: path.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "no ':' in cookie",
-                    ),
-                })?;
-                Ok((user.to_owned(), pass.to_owned()))
-            }
+    fn credentials(&self, fresh: bool) -> Result<(String, String), RpcError> {
+        let path = match &self.auth {
+            NodeAuth::UserPass { user, password } => return Ok((user.clone(), password.clone())),
+            NodeAuth::CookieFile(path) => path,
+        };
+        let mut cached = self
+            .cookie
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (false, Some(c)) = (fresh, cached.as_ref()) {
+            return Ok(c.clone());
         }
+        let text = std::fs::read_to_string(path).map_err(|source| RpcError::Cookie {
+            path: path.clone(),
+            source,
+        })?;
+        let (user, pass) = text
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| RpcError::Cookie {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no ':' in cookie"),
+            })?;
+        let c = (user.to_owned(), pass.to_owned());
+        *cached = Some(c.clone());
+        Ok(c)
     }
 
     /// Calls `method` and decodes its result.
@@ -186,21 +198,28 @@ impl RpcClient {
     ) -> Result<RawReply, RpcError> {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "1.0", "id": id, "method": method, "params": params});
-        let (user, pass) = self.credentials()?;
-        let send = self
-            .http
-            .post(&self.url)
-            .basic_auth(user, Some(pass))
-            .json(&body)
-            .timeout(timeout)
-            .send();
-        let response = send
-            .await
-            .map_err(|source| self.transport_error(method, timeout, source))?;
+        let mut fresh = false;
+        let response = loop {
+            let (user, pass) = self.credentials(fresh)?;
+            let response = self
+                .http
+                .post(&self.url)
+                .basic_auth(user, Some(pass))
+                .json(&body)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|source| self.transport_error(method, timeout, source))?;
+            if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+                break response;
+            }
+            if fresh || matches!(self.auth, NodeAuth::UserPass { .. }) {
+                return Err(RpcError::Unauthorized);
+            }
+            // The node restarted with a new cookie.
+            fresh = true;
+        };
         let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(RpcError::Unauthorized);
-        }
         let body = response
             .bytes()
             .await

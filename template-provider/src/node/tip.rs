@@ -56,6 +56,7 @@ pub(crate) async fn watch_tip(
     let rpc = source.rpc().clone();
     let mut can_wait = true;
     let mut with_current_tip = true;
+    let mut failures = 0u32;
     loop {
         let wait_ms = u64::try_from(source.config().long_poll.as_millis()).unwrap_or(u64::MAX);
         let call = async {
@@ -99,7 +100,11 @@ pub(crate) async fn watch_tip(
                 if shutdown.is_cancelled() {
                     return;
                 }
-                warn!(error = %e, "tip watch failed; retrying");
+                failures += 1;
+                // The template source reports the outage; here once, then once a minute.
+                if failures == 1 || failures.is_multiple_of(60) {
+                    warn!(error = %e, failures, "tip watch failed; retrying every second");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -107,6 +112,7 @@ pub(crate) async fn watch_tip(
                 continue;
             }
         };
+        failures = 0;
         if tip == hash {
             continue;
         }

@@ -104,21 +104,30 @@ pub fn notify(job: &NotifyFields<'_>, clean: bool) -> Vec<u8> {
     line.into_bytes()
 }
 
-/// A notify line rendered by [`notify`], under another job id: `out` gets the line with
-/// `id` in place of the one it carries. A session re-sends a job this way when the miner
-/// must move to fresh work on the same job (a new difficulty, a full duplicate set).
-pub fn notify_as(out: &mut Vec<u8>, line: &[u8], id: JobId) {
+/// A notify line rendered by [`notify`], under another job id and ntime: `out` gets the line
+/// with `id` and `ntime` in place of the ones it carries. A session re-sends a job this way
+/// when the miner must move to fresh work on the same job (a new difficulty, a full duplicate
+/// set); the later ntime moves the miner's search past the headers it already found.
+pub fn notify_as(out: &mut Vec<u8>, line: &[u8], id: JobId, ntime: u32) {
     const PARAMS: &[u8] = b"\"params\":[\"";
     let start = memchr::memmem::find(line, PARAMS).map(|i| i + PARAMS.len());
     let end = start.and_then(|s| memchr::memchr(b'"', &line[s..]).map(|e| s + e));
-    let (Some(start), Some(end)) = (start, end) else {
+    // ntime is the last string: eight hex digits between the last two quotes.
+    let close = memchr::memrchr(b'"', line).filter(|&c| c >= 9 && line[c - 9] == b'"');
+    let (Some(start), Some(end), Some(close)) = (start, end, close) else {
         // Not a line `notify` made: nothing to rewrite, so send it as it is.
         out.extend_from_slice(line);
         return;
     };
+    if close - 9 <= end {
+        out.extend_from_slice(line);
+        return;
+    }
     out.extend_from_slice(&line[..start]);
     let _ = write!(Bytes(out), "{id}");
-    out.extend_from_slice(&line[end..]);
+    out.extend_from_slice(&line[end..close - 8]);
+    let _ = write!(Bytes(out), "{ntime:08x}");
+    out.extend_from_slice(&line[close..]);
 }
 
 /// `fmt::Write` into a byte buffer, for ids and numbers without a temporary `String`.

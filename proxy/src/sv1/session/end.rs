@@ -1,9 +1,13 @@
-//! Why a session ended, and whose doing it was.
+//! Why a session ended, and whose doing it was; and how a session leaves when the proxy stops.
+
+use std::time::{Duration, Instant};
 
 use mining_types::Side;
 
-use super::Deadline;
-use crate::sv1::conn::ConnError;
+use super::{hand_on, Deadline, Now, Session};
+use crate::sv1::codec::render;
+use crate::sv1::conn::{ConnError, Connection};
+use crate::upstream::shares::ShareRoute;
 
 fn late(d: Deadline) -> &'static str {
     match d {
@@ -63,6 +67,37 @@ impl SessionEnd {
                 Side::Local
             }
             _ => Side::Miner,
+        }
+    }
+}
+
+/// When the proxy stops, a session still reads for this long after the miner's last line...
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
+/// ... and for this long at most, however much keeps coming.
+const DRAIN_MAX: Duration = Duration::from_millis(250);
+
+/// The proxy stops: what the miner had already sent is answered and handed on (a share, maybe
+/// a block; the subscribe of a miner accepted just as the socket went to the next version),
+/// then a mining miner is asked back to the same address in a moment, where the next process
+/// takes it over.
+pub(super) async fn leave(conn: &mut Connection, session: &mut Session, route: &mut ShareRoute) {
+    let until = Instant::now() + DRAIN_MAX;
+    loop {
+        let quiet = until.min(Instant::now() + DRAIN_QUIET);
+        let Ok(Ok(line)) = tokio::time::timeout_at(quiet.into(), conn.read_line()).await else {
+            break;
+        };
+        let handled = session.handle_line(&line, Now::current());
+        hand_on(session, route);
+        if handled.is_err() {
+            break;
+        }
+    }
+    if session.is_mining() {
+        if let Some(addr) = conn.local_addr() {
+            let wait = session.shared.sv1.reconnect_wait.as_secs();
+            let wait = u32::try_from(wait).unwrap_or(u32::MAX);
+            render::reconnect(&mut session.out, &addr.ip().to_string(), addr.port(), wait);
         }
     }
 }

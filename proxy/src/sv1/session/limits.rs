@@ -95,18 +95,23 @@ pub struct Timeouts {
 }
 
 /// The next deadline of a connection opened at `connected`, whose last request (if any) came
-/// at `last_request`, mining or not yet.
+/// at `last_request`, mining or not yet. The handshake deadline runs from connecting, whatever
+/// came before it: a first message due later does not put it off.
 pub(super) fn deadline(
     t: Timeouts,
     connected: Instant,
     last_request: Option<Instant>,
     mining: bool,
 ) -> Deadline {
+    let handshake = connected + t.handshake;
     let Some(last) = last_request else {
-        return Deadline::FirstMessage(connected + t.first_message);
+        let first = connected + t.first_message;
+        if handshake < first {
+            return Deadline::Handshake(handshake);
+        }
+        return Deadline::FirstMessage(first);
     };
     let idle = last + t.idle;
-    let handshake = connected + t.handshake;
     if !mining && handshake < idle {
         return Deadline::Handshake(handshake);
     }
@@ -163,6 +168,16 @@ mod tests {
         assert_eq!(
             deadline(t, c, Some(late), true),
             Deadline::Idle(late + t.idle)
+        );
+        // A handshake shorter than the first-message timeout holds before any request too:
+        // lines that are not requests we serve (unknown methods, replies) buy no time.
+        let short = Timeouts {
+            handshake: Duration::from_secs(2),
+            ..t
+        };
+        assert_eq!(
+            deadline(short, c, None, false),
+            Deadline::Handshake(c + short.handshake)
         );
     }
 }

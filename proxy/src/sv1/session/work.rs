@@ -4,7 +4,14 @@
 //! A job goes out under its own id; the same job is sent again under a per-session alias
 //! when the miner must move to fresh work on it: a new difficulty (it applies from the job
 //! sent with it, so shares already in flight keep the difficulty they were mined at), or a full
-//! duplicate set (so the set never grows past its bound).
+//! duplicate set.
+//!
+//! A miner restarts its search on every job it gets, so on an alias it finds again the headers
+//! it found under the job's other ids (and two jobs on one tip build the same block when the
+//! mempool is empty). Duplicates are therefore judged across every job on the tip, and an
+//! alias carries a later ntime so the search mostly moves past the old headers. To bound the
+//! set, a full one is emptied, every id retired, and the newest job sent again with an ntime
+//! floor above every header in the old set: no old header can come back.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use crate::sv1::codec::render;
 const MAX_ACTIVE: usize = 8;
 /// Retired ids remembered, so a late share is answered "stale", not "unknown".
 const MAX_RETIRED: usize = 32;
-/// Headers remembered per job sent; past this the job is sent again under a fresh id.
+/// Headers remembered per tip; past this the newest job is sent again past them.
 pub const MAX_SEEN: usize = 1024;
 /// Alias ids have the top bit set: the publisher's ids never get there.
 const ALIAS_BIT: u32 = 0x8000_0000;
@@ -33,14 +40,33 @@ pub(super) struct Sent {
     /// The difficulty in force when it was sent, and its target.
     pub difficulty: Difficulty,
     pub target: Target,
-    /// Headers already accepted, for duplicate detection.
-    pub seen: HashSet<BlockHash>,
+    /// Shares on this id need at least this ntime.
+    pub min_ntime: u32,
+}
+
+/// The headers accepted on the tip, under any job.
+#[derive(Debug, Default)]
+struct Seen {
+    headers: HashSet<BlockHash>,
+    max_ntime: u32,
+    /// Every header ever forgotten from this set had an ntime below this.
+    floor: u32,
+}
+
+/// What became of an accepted header.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Recorded {
+    /// New, and remembered.
+    New,
+    /// New, and it filled the set: send the newest job again with [`Work::renew`].
+    Full,
 }
 
 /// Everything sent to one miner.
 #[derive(Debug, Default)]
 pub(super) struct Work {
     active: VecDeque<Sent>,
+    seen: Seen,
     retired: VecDeque<JobId>,
     last_prev: Option<BlockHash>,
     next_alias: u32,
@@ -66,17 +92,36 @@ impl Work {
         self.active.back().map(|s| s.job.clone())
     }
 
-    /// Sends `job` again under a fresh id, at `difficulty`; not clean, so shares already in
-    /// flight on the other ids still count.
+    /// Sends `job` again under a fresh id at `difficulty`, its ntime moved up to `now_unix`;
+    /// not clean, so shares already in flight on the other ids still count.
     pub fn resend(
         &mut self,
         job: Arc<Job>,
         (difficulty, target): (Difficulty, Target),
+        now_unix: u32,
         out: &mut Vec<u8>,
     ) {
+        let ntime = job.template.cur_time.max(now_unix).max(self.seen.floor);
         let id = self.alias();
-        render::notify_as(out, job.notify_line_flagged(false), id);
+        render::notify_as(out, job.notify_line_flagged(false), id, ntime);
         self.add(id, job, (difficulty, target), false);
+    }
+
+    /// After [`Recorded::Full`]: retires every id sent, forgets the headers, and sends `job`
+    /// again with an ntime floor above all of them.
+    pub fn renew(
+        &mut self,
+        job: Arc<Job>,
+        d: (Difficulty, Target),
+        now_unix: u32,
+        out: &mut Vec<u8>,
+    ) {
+        for old in self.active.drain(..) {
+            self.retired.push_back(old.id);
+        }
+        self.seen.floor = self.seen.max_ntime.saturating_add(1).max(self.seen.floor);
+        self.seen.headers = HashSet::new();
+        self.resend(job, d, now_unix, out);
     }
 
     fn alias(&mut self) -> JobId {
@@ -104,13 +149,16 @@ impl Work {
         while self.retired.len() > MAX_RETIRED {
             self.retired.pop_front();
         }
+        if self.last_prev != Some(job.prev_hash()) {
+            self.seen = Seen::default();
+        }
         self.last_prev = Some(job.prev_hash());
         self.active.push_back(Sent {
             id,
             job,
             difficulty,
             target,
-            seen: HashSet::new(),
+            min_ntime: self.seen.floor,
         });
     }
 
@@ -118,24 +166,29 @@ impl Work {
     ///
     /// # Errors
     /// [`Reject::StaleJob`] for a job retired, [`Reject::UnknownJob`] for one never sent.
-    pub fn find(&mut self, id: JobId) -> Result<&mut Sent, Reject> {
+    pub fn find(&self, id: JobId) -> Result<&Sent, Reject> {
         match self.active.iter().rposition(|s| s.id == id) {
-            Some(i) => Ok(&mut self.active[i]),
+            Some(i) => Ok(&self.active[i]),
             None if self.retired.contains(&id) => Err(Reject::StaleJob),
             None => Err(Reject::UnknownJob),
         }
     }
 
-    /// Retires `id` when its duplicate set is full, and returns its job to send again under a
-    /// fresh id.
-    pub fn retire_if_full(&mut self, id: JobId) -> Option<Arc<Job>> {
-        let i = self.active.iter().position(|s| s.id == id)?;
-        if self.active[i].seen.len() < MAX_SEEN {
-            return None;
+    /// Remembers a header accepted at `ntime`.
+    ///
+    /// # Errors
+    /// [`Reject::Duplicate`]: the miner sent this header before, under any job on the tip.
+    pub fn record(&mut self, header: BlockHash, ntime: u32) -> Result<Recorded, Reject> {
+        let seen = &mut self.seen;
+        if !seen.headers.insert(header) {
+            return Err(Reject::Duplicate);
         }
-        let full = self.active.remove(i)?;
-        self.retired.push_back(full.id);
-        Some(full.job)
+        seen.max_ntime = seen.max_ntime.max(ntime);
+        Ok(if seen.headers.len() >= MAX_SEEN {
+            Recorded::Full
+        } else {
+            Recorded::New
+        })
     }
 }
 
@@ -149,17 +202,33 @@ mod tests {
         (d, d.target())
     }
 
-    #[test]
-    fn a_resent_job_has_a_fresh_id_and_its_own_difficulty() {
-        let mut w = Work::default();
-        let mut out = Vec::new();
-        w.push(job(1), d(1.0), true, &mut out);
-        w.resend(w.newest().expect("one job"), d(8.0), &mut out);
-        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+    fn header(n: u64) -> BlockHash {
+        let mut h = [0u8; 32];
+        h[..8].copy_from_slice(&n.to_le_bytes());
+        bitcoin::hashes::Hash::from_byte_array(h)
+    }
+
+    fn lines(out: &[u8]) -> Vec<serde_json::Value> {
+        String::from_utf8(out.to_vec())
             .expect("utf-8")
             .lines()
             .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_resent_job_has_a_fresh_id_its_own_difficulty_and_a_later_ntime() {
+        let mut w = Work::default();
+        let mut out = Vec::new();
+        w.push(job(1), d(1.0), true, &mut out);
+        let cur_time = w.newest().expect("one job").template.cur_time;
+        w.resend(
+            w.newest().expect("one job"),
+            d(8.0),
+            cur_time + 30,
+            &mut out,
+        );
+        let lines = lines(&out);
         let alias = lines[1]["params"][0].as_str().expect("id").to_owned();
         assert_ne!(alias, "1");
         let alias = JobId::parse(&alias).expect("ours");
@@ -172,6 +241,32 @@ mod tests {
             lines[1]["params"][8], false,
             "not clean: old shares still count"
         );
+        assert_eq!(
+            lines[1]["params"][7],
+            format!("{:08x}", cur_time + 30),
+            "the miner's search moves to a later ntime"
+        );
+    }
+
+    #[test]
+    fn a_header_found_again_under_an_alias_is_a_duplicate() {
+        let mut w = Work::default();
+        let mut out = Vec::new();
+        w.push(job(1), d(1.0), true, &mut out);
+        assert_eq!(w.record(header(7), 5), Ok(Recorded::New));
+        w.resend(w.newest().expect("one job"), d(2.0), 0, &mut out);
+        // The alias names the same job: the header it finds again is the same header.
+        assert_eq!(w.record(header(7), 5), Err(Reject::Duplicate));
+    }
+
+    #[test]
+    fn a_header_built_by_two_jobs_on_one_tip_counts_once() {
+        let mut w = Work::default();
+        let mut out = Vec::new();
+        w.push(job(1), d(1.0), true, &mut out);
+        assert_eq!(w.record(header(7), 5), Ok(Recorded::New));
+        w.push(job(2), d(1.0), false, &mut out);
+        assert_eq!(w.record(header(7), 5), Err(Reject::Duplicate));
     }
 
     #[test]
@@ -179,27 +274,44 @@ mod tests {
         let mut w = Work::default();
         let mut out = Vec::new();
         w.push(job(1), d(1.0), true, &mut out);
+        assert_eq!(w.record(header(7), 5), Ok(Recorded::New));
         w.push(job_on(2, template_on(7, 2), None), d(1.0), false, &mut out);
         assert!(matches!(w.find(JobId::new(1)), Err(Reject::StaleJob)));
         assert!(matches!(w.find(JobId::new(9)), Err(Reject::UnknownJob)));
         assert!(w.find(JobId::new(2)).is_ok());
+        assert!(
+            w.seen.headers.is_empty(),
+            "the old tip's headers are forgotten"
+        );
     }
 
     #[test]
-    fn a_full_duplicate_set_retires_its_id() {
+    fn a_full_duplicate_set_is_renewed_past_every_header_in_it() {
         let mut w = Work::default();
         let mut out = Vec::new();
         w.push(job(1), d(1.0), true, &mut out);
-        for n in 0..MAX_SEEN {
-            let mut h = [0u8; 32];
-            h[..8].copy_from_slice(&(n as u64).to_le_bytes());
-            w.find(JobId::new(1))
-                .expect("open")
-                .seen
-                .insert(bitcoin::hashes::Hash::from_byte_array(h));
+        let cur_time = w.newest().expect("one job").template.cur_time;
+        w.resend(w.newest().expect("one job"), d(2.0), 0, &mut out);
+        let first_alias =
+            JobId::parse(lines(&out)[1]["params"][0].as_str().expect("id")).expect("ours");
+        let mut last = Recorded::New;
+        for n in 0..MAX_SEEN as u64 {
+            last = w
+                .record(header(n), cur_time + (n % 50) as u32)
+                .expect("new");
         }
-        let again = w.retire_if_full(JobId::new(1)).expect("full");
-        assert_eq!(again.id, JobId::new(1));
+        assert_eq!(last, Recorded::Full);
+        out.clear();
+        w.renew(w.newest().expect("one job"), d(2.0), 0, &mut out);
         assert!(matches!(w.find(JobId::new(1)), Err(Reject::StaleJob)));
+        assert!(matches!(w.find(first_alias), Err(Reject::StaleJob)));
+        let renewed = &lines(&out)[0];
+        let id = JobId::parse(renewed["params"][0].as_str().expect("id")).expect("ours");
+        let floor = cur_time + 50;
+        assert_eq!(w.find(id).expect("open").min_ntime, floor);
+        assert_eq!(renewed["params"][7], format!("{floor:08x}"));
+        assert_eq!(w.seen.headers.len(), 0, "the set is bounded");
+        // An old header cannot come back: its ntime is under the floor the session enforces.
+        assert_eq!(w.record(header(3), floor), Ok(Recorded::New));
     }
 }
