@@ -44,7 +44,7 @@ impl Budget {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Suggestions {
     last: Option<Instant>,
-    /// Ignored since the last one honoured, for a single log line about them.
+    /// Ignored over the connection's life: the first one is logged, the rest only counted.
     pub ignored: u32,
 }
 
