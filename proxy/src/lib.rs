@@ -11,6 +11,7 @@
 
 pub mod blocks;
 pub mod config;
+pub mod figures;
 pub mod job;
 pub mod metrics;
 pub mod share;
@@ -44,6 +45,7 @@ use tracing::{info, warn};
 
 use crate::blocks::{BlockSink, NodeRoute};
 use crate::config::{Config, Payout};
+use crate::figures::Board;
 use crate::job::{Job, JobFactory, Publisher};
 use crate::metrics::{Snapshot, Stats};
 use crate::sv1::admission::Admission;
@@ -63,6 +65,7 @@ pub struct Proxy {
     jobs: watch::Receiver<Arc<Job>>,
     mode: watch::Receiver<Mode>,
     serving: Option<watch::Receiver<Serving>>,
+    board: Arc<Board>,
     /// Keeps the publisher's command queue open in solo mode.
     _commands: mpsc::UnboundedSender<job::Command>,
     handed_over: CancellationToken,
@@ -123,6 +126,8 @@ impl Proxy {
             };
             tracker.spawn(supervisor.run(shutdown.clone()));
         }
+        let board = Board::new();
+        tracker.spawn(board.clone().sample(shutdown.clone()));
         let (blocks, found) = BlockSink::new();
         tracker.spawn(blocks::run(found, sources.route, links.clone()));
         let shared = Arc::new(sv1::Shared {
@@ -132,6 +137,7 @@ impl Proxy {
             links,
             stats: stats.clone(),
             fds: sources.fds.clone(),
+            board: board.clone(),
         });
         let served = serve_miners(&config, shared, jobs.clone(), &tracker, &shutdown).await?;
         tracker.spawn(log_status(stats.clone(), mode.clone(), shutdown.clone()));
@@ -143,6 +149,7 @@ impl Proxy {
             jobs,
             mode,
             serving: sources.serving,
+            board,
             _commands: commands,
             handed_over: served.handed_over,
             shutdown,
@@ -180,6 +187,11 @@ impl Proxy {
     /// external template provider.
     pub fn serving(&self) -> Option<watch::Receiver<Serving>> {
         self.serving.clone()
+    }
+
+    /// Every ASIC and worker, the farm's history and events.
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
     }
 
     /// The newest job, as every miner gets it.

@@ -159,6 +159,7 @@ pub fn shared_with(
         links: Arc::new(Links::default()),
         stats: Arc::new(Stats::default()),
         fds: Arc::new(template_provider::blocks::fds::FdReserve::new(2)),
+        board: crate::figures::Board::new(),
     });
     (shared, found)
 }

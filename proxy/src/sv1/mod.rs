@@ -66,6 +66,8 @@ pub struct Shared {
     pub links: Arc<Links>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Every ASIC's figures.
+    pub board: Arc<crate::figures::Board>,
     /// Descriptors held back for blocks: no connection is accepted while they are short.
     pub fds: Arc<template_provider::blocks::fds::FdReserve>,
 }

@@ -27,6 +27,8 @@ use super::extranonce::Lease;
 use super::vardiff::Vardiff;
 use super::Shared;
 use crate::blocks::FoundBlock;
+use crate::figures::asic::Identity;
+use crate::figures::OnBoard;
 use crate::job::Job;
 use crate::share::{check_share, Reject, ShareCheck, Submission};
 use crate::upstream::shares::{Accepted, LinkId, ShareRoute, UpShare};
@@ -83,6 +85,8 @@ pub struct Session {
     vardiff: Vardiff,
     mining: bool,
     work: Work,
+    /// Its figures, once mining.
+    on_board: Option<OnBoard>,
     /// Unix seconds at the last request or tick: the ntime a job sent again moves up to.
     unix: u32,
     budget: Budget,
@@ -112,6 +116,7 @@ impl Session {
             vardiff: Vardiff::new(vd, now),
             mining: false,
             work: Work::default(),
+            on_board: None,
             unix: Now::current().unix,
             budget: Budget::new(shared.sv1.max_requests_per_sec, now),
             suggestions: Suggestions::default(),
@@ -192,6 +197,9 @@ impl Session {
                 Ok(()) => render::ok(&mut self.out, id, "true"),
                 Err(reject) => {
                     self.shared.stats.share_rejected(reject);
+                    if let Some(b) = &self.on_board {
+                        b.share_rejected(reject);
+                    }
                     debug!(peer = %self.peer, worker = self.worker_name(), reason = reject.as_str(), "share rejected");
                     render::reject(&mut self.out, id, reject);
                 }
@@ -281,6 +289,15 @@ impl Session {
         }
         self.mining = true;
         self.shared.stats.miner_started();
+        let identity = Identity {
+            id: 0,
+            worker: self.worker.clone().expect("authorized"),
+            peer: self.peer,
+            agent: self.agent.as_deref().map(Arc::from),
+            version_mask: self.version_mask,
+            connected_at: u64::from(self.unix),
+        };
+        self.on_board = Some(self.shared.board.join(identity, self.difficulty.get()));
         self.vardiff.reset(now);
         info!(
             peer = %self.peer,
@@ -337,6 +354,9 @@ impl Session {
     }
 
     fn set_difficulty(&mut self, d: Difficulty) {
+        if let Some(b) = &self.on_board {
+            b.set_difficulty(d.get());
+        }
         self.difficulty = d;
         self.target = d.target();
     }
@@ -376,6 +396,9 @@ impl Session {
             self.work.renew(job.clone(), d, now.unix, &mut self.out);
         }
         self.shared.stats.share_accepted(share_difficulty.get());
+        if let Some(b) = &self.on_board {
+            b.share_accepted(share_difficulty.get(), u64::from(now.unix));
+        }
         let accepted = Accepted {
             job: job.id,
             extranonce1: en1.as_bytes(),
