@@ -137,6 +137,8 @@ tag = "/jd-load/"
 [stratum]
 listen = "127.0.0.1:$PROXY_PORT"
 max_connections = 19000
+# jd-load spreads its miners over a few loopback addresses: no per-address cap here.
+max_connections_per_ip = 0
 [vardiff]
 initial_difficulty = $SHARE_DIFF
 min_difficulty = $SHARE_DIFF

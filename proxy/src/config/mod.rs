@@ -399,6 +399,28 @@ mod tests {
         Config::from_raw(raw).map_err(|e| e.to_string())
     }
 
+    #[test]
+    fn the_example_config_is_valid_with_every_commented_table_too() {
+        let text = include_str!("../../../examples/jd-proxy.toml");
+        parse(text).expect("the example as shipped");
+        // The commented-out tables, switched on, must be known keys with valid values too.
+        let on: String = text
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|r| looks_like_toml(r)).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let raw: RawConfig = toml::from_str(&on).expect("every documented key is known");
+        drop(raw);
+    }
+
+    /// A commented line that is a table header or a `key = value`, not prose.
+    fn looks_like_toml(line: &str) -> bool {
+        line.starts_with('[')
+            || line
+                .split_once(" = ")
+                .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+    }
+
     const MIN: &str = "network = \"regtest\"\n[coinbase]\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
 
     #[test]
