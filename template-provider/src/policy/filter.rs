@@ -125,7 +125,8 @@ impl Policy {
         let mut total: u64 = 0;
         for (index, tx) in txs.iter().enumerate() {
             if removed[index].is_none() {
-                total += *weights[index].get_or_insert(weight_of(index, tx)?);
+                // A node's weights never come near u64::MAX; a hostile reply must not wrap.
+                total = total.saturating_add(*weights[index].get_or_insert(weight_of(index, tx)?));
             }
         }
         // Parents precede children, so the last kept transaction has no kept descendant:
@@ -186,7 +187,12 @@ fn rebuild(
                     reason,
                 });
             };
-            removed_fees += fee;
+            // Fees past the coinbase value are inconsistent whatever they sum to: report that
+            // rather than overflow (a wrong node reply must not panic the provider).
+            removed_fees = removed_fees.checked_add(fee).ok_or(PolicyError::CoinbaseValue {
+                coinbase_value: template.coinbase_value,
+                removed: Amount::MAX_MONEY,
+            })?;
             removals.push(Removal {
                 txid: tx.txid,
                 fee: tx.fee,

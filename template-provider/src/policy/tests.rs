@@ -398,3 +398,26 @@ fn bad_depends_and_bad_data_are_errors() {
         .apply(&template)
         .is_ok());
 }
+
+/// A node reply with absurd fees or weights is refused with an error, never a panic (found by
+/// reading the filter while writing the `gbt` fuzz target).
+#[test]
+fn absurd_fees_and_weights_are_errors_not_panics() {
+    let f = fixture();
+    let mut t = f.template.clone();
+    let txs = std::sync::Arc::make_mut(&mut t.txs);
+    for tx in txs.iter_mut() {
+        tx.fee = Some(Amount::from_sat(i64::MAX as u64 / 2));
+        tx.weight = u64::MAX / 2;
+    }
+    let every = t
+        .txs
+        .iter()
+        .fold(Policy::new(), |p, tx| p.with_excluded_txid(tx.txid));
+    assert!(matches!(
+        every.apply(&t),
+        Err(PolicyError::CoinbaseValue { .. })
+    ));
+    let reserve = Policy::new().with_weight_reserve(1);
+    let _ = reserve.apply(&t);
+}
