@@ -406,7 +406,11 @@ mod tests {
         // The commented-out tables, switched on, must be known keys with valid values too.
         let on: String = text
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|r| looks_like_toml(r)).unwrap_or(l))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| looks_like_toml(r))
+                    .unwrap_or(l)
+            })
             .collect::<Vec<_>>()
             .join("\n");
         let raw: RawConfig = toml::from_str(&on).expect("every documented key is known");
@@ -416,9 +420,9 @@ mod tests {
     /// A commented line that is a table header or a `key = value`, not prose.
     fn looks_like_toml(line: &str) -> bool {
         line.starts_with('[')
-            || line
-                .split_once(" = ")
-                .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            || line.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
     }
 
     const MIN: &str = "network = \"regtest\"\n[coinbase]\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";

@@ -189,10 +189,12 @@ fn rebuild(
             };
             // Fees past the coinbase value are inconsistent whatever they sum to: report that
             // rather than overflow (a wrong node reply must not panic the provider).
-            removed_fees = removed_fees.checked_add(fee).ok_or(PolicyError::CoinbaseValue {
-                coinbase_value: template.coinbase_value,
-                removed: Amount::MAX_MONEY,
-            })?;
+            removed_fees = removed_fees
+                .checked_add(fee)
+                .ok_or(PolicyError::CoinbaseValue {
+                    coinbase_value: template.coinbase_value,
+                    removed: Amount::MAX_MONEY,
+                })?;
             removals.push(Removal {
                 txid: tx.txid,
                 fee: tx.fee,
