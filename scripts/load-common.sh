@@ -126,6 +126,7 @@ SHARE_DIFF=1e-9
 
 configure_proxy() {
   PROXY_PORT=$(free_port)
+  HTTP_PORT=$(free_port)
   cat >"$WORK/jd-proxy.toml" <<TOML
 network = "signet"
 [node]
@@ -145,6 +146,8 @@ min_difficulty = $SHARE_DIFF
 max_difficulty = $SHARE_DIFF
 [solo]
 blocks_dir = "$WORK/blocks"
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
 TOML
   # Every connection is a descriptor: take the hard limit (20,000 on this machine kind).
   ulimit -n "$(ulimit -Hn)"
@@ -163,6 +166,37 @@ start_proxy() {
   exit 1
 }
 
+# start_watcher FILE: an operator watching the proxy while it works: Prometheus's scrape of
+# /metrics every second, and the dashboard's round of /api/v1/ requests every 2 s (the
+# endpoints proxy/src/http/dashboard/app.js polls), as a browser on another machine would make
+# them. Each response's size goes to FILE, so the report shows the watching happened.
+WATCHER_PID=""
+start_watcher() {
+  local out=$1 base="http://127.0.0.1:$HTTP_PORT" tick=0 seq=0
+  (
+    while :; do
+      curl -s -o /dev/null -w 'metrics %{http_code} %{size_download}\n' "$base/metrics"
+      if [ $((tick % 2)) = 0 ]; then
+        for ep in summary asics history template upstream blocks "events?since=$seq"; do
+          curl -s -o /dev/null -w "$ep %{http_code} %{size_download}\n" "$base/api/v1/$ep"
+        done
+      fi
+      tick=$((tick + 1))
+      sleep 1
+    done
+  ) >"$out" 2>&1 &
+  WATCHER_PID=$!
+}
+
+stop_watcher() {
+  if [ -n "$WATCHER_PID" ]; then
+    kill "$WATCHER_PID" 2>/dev/null || true
+    wait "$WATCHER_PID" 2>/dev/null || true
+    WATCHER_PID=""
+    echo "watched: $(grep -c '^metrics 200' "$OUT/$name.watched" || true) scrapes of /metrics, $(grep -c '^summary 200' "$OUT/$name.watched" || true) dashboard rounds"
+  fi
+}
+
 # print_header TITLE: what the figures of this invocation were measured on.
 print_header() {
   echo "$1, $(date -u +%FT%TZ)"
@@ -178,6 +212,7 @@ run() {
   shift
   echo "== $name: jd-load $* (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   start_proxy "$OUT/$name.proxy.log"
+  [ "${WATCH:-0}" = 1 ] && start_watcher "$OUT/$name.watched"
   local perf_pid=""
   if [ "${JD_LOAD_PERF:-0}" = 1 ]; then
     perf record -q -e cpu-clock -F 1999 -p "$PROXY_PID" -o "$OUT/$name.perf.data" 2>/dev/null &
@@ -203,5 +238,6 @@ run() {
       perf report -i "$OUT/$name.perf.data" --stdio --no-children -F overhead,sym --percent-limit 0.5 2>/dev/null
     } | grep -v -e '^#' -e '^$' >"$OUT/$name.perf.txt" || true
   fi
+  stop_watcher
   stop_proxy
 }

@@ -8,8 +8,11 @@
 #   scripts/load.sh ours         jd-proxy runs only (the six below)
 #   scripts/load.sh ref          reference translator runs only (ref-*)
 #   scripts/load.sh NAME...      only the named runs (idle-1k idle-10k idle-15k shares-20k
-#                                shares-max shares-tips, the optional idle-500 and
-#                                idle-10k-1t: jd-load on one thread, and the reference runs
+#                                shares-max shares-tips, the optional idle-500,
+#                                idle-10k-1t: jd-load on one thread, shares-max-noledger:
+#                                shares-max with the share ledger off, shares-max-watched:
+#                                shares-max while /metrics is scraped every second and the
+#                                dashboard's API round runs every 2 s, and the reference runs
 #                                ref-idle-1k ref-idle-10k ref-idle-15k ref-shares-20k
 #                                ref-shares-max)
 #
@@ -221,6 +224,10 @@ shares_max() { run shares-max --mode shares -n 1000 --ramp 2000 --duration 20 --
 # own threads weigh on the figures.
 idle_500() { run idle-500 --mode idle -n 500 --ramp 2000 --duration 2 --tips 5 --tip-interval 1 --difficulty "$SHARE_DIFF"; }
 idle_10k_1t() { THREADS=1 run idle-10k-1t --mode idle -n 10000 --ramp 2500 --duration 2 --tips 5 --tip-interval 1 --difficulty "$SHARE_DIFF"; }
+# The share ledger is on by default (SQLite beside the blocks); this run turns it off, so
+# shares-max against it is the ledger's cost (the variable reaches the proxy's environment).
+shares_max_noledger() { JD_PROXY__LEDGER__ENABLED=false run shares-max-noledger --mode shares -n 1000 --ramp 2000 --duration 20 --share-rate 0 --window 16 --difficulty "$SHARE_DIFF"; }
+shares_max_watched() { WATCH=1 run shares-max-watched --mode shares -n 1000 --ramp 2000 --duration 20 --share-rate 0 --window 16 --difficulty "$SHARE_DIFF"; }
 shares_tips() { run shares-tips --mode shares -n 10000 --ramp 2500 --duration 30 --share-rate 10000 --tips 3 --tip-interval 2 --difficulty "$SHARE_DIFF"; }
 
 # The reference chain under the same loads (same arguments as the runs of the same name).

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use crate::Declarable;
+use crate::{Declarable, Tally};
 
 /// `SetupConnection` flag: the declaration carries the transaction list (full-template mode).
 pub const DECLARE_TX_DATA: u32 = 0x1;
@@ -106,6 +106,8 @@ pub struct JdClient {
     writer: Arc<Mutex<NoiseWriter>>,
     timeout: Duration,
     next_request: u32,
+    /// Where declarations and answers are counted, if anywhere.
+    tally: Option<Arc<Tally>>,
 }
 
 /// Sends `PushSolution` on a JDS connection while its [`JdClient`] may be waiting for an answer.
@@ -182,7 +184,13 @@ impl JdClient {
             writer: Arc::new(Mutex::new(conn.writer)),
             timeout,
             next_request: 1,
+            tally: None,
         })
+    }
+
+    /// Counts every declaration and the JDS's answer into `tally`.
+    pub fn count_into(&mut self, tally: Arc<Tally>) {
+        self.tally = Some(tally);
     }
 
     /// The JDS's address.
@@ -290,21 +298,29 @@ impl JdClient {
             excess_data: B064K::try_from(&b""[..]).expect("empty fits"),
         };
         self.send(msg, MESSAGE_TYPE_DECLARE_MINING_JOB).await?;
+        if let Some(t) = &self.tally {
+            t.sent();
+        }
         loop {
             let mut frame = self.recv("DeclareMiningJob").await?;
             match frame.msg_type {
                 MESSAGE_TYPE_DECLARE_MINING_JOB_SUCCESS => {
                     let ok: DeclareMiningJobSuccess = decode(&mut frame)?;
                     if ok.request_id == request_id {
+                        if let Some(t) = &self.tally {
+                            t.accepted();
+                        }
                         return Ok(Token(ok.new_mining_job_token.as_bytes().to_vec()));
                     }
                 }
                 MESSAGE_TYPE_DECLARE_MINING_JOB_ERROR => {
                     let err: DeclareMiningJobError = decode(&mut frame)?;
                     if err.request_id == request_id {
-                        return Err(JdError::Refused {
-                            code: err.error_code.as_utf8_or_hex(),
-                        });
+                        let code = err.error_code.as_utf8_or_hex();
+                        if let Some(t) = &self.tally {
+                            t.refused(&code);
+                        }
+                        return Err(JdError::Refused { code });
                     }
                 }
                 MESSAGE_TYPE_PROVIDE_MISSING_TRANSACTIONS => {

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod declarer;
 pub mod queue;
+pub mod tally;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use mining_types::{JobId, Template};
 pub use client::{Allocation, JdClient, JdError, SolutionPusher, Token};
 pub use declarer::{Declarer, Event, Mode};
 pub use queue::DeclarationQueue;
+pub use tally::{Tally, TallySnapshot};
 
 /// What a job declaration needs of a job.
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ use template_provider::blocks::{self as node_blocks, Blocks};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use crate::metrics::Stats;
 use crate::tdp_client::TdpClient;
 use crate::upstream::shares::{LinkBlock, Links, PoolTag, UpShare};
 
@@ -74,6 +75,7 @@ pub async fn run(
     mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
     route: NodeRoute,
     links: Arc<Links>,
+    stats: Arc<Stats>,
 ) {
     while let Some(b) = blocks.recv().await {
         // The journal first: a block on the farm's template is on disk before it goes anywhere.
@@ -81,7 +83,7 @@ pub async fn run(
             to_nodes(&route, &b).await;
         }
         if let Some((tag, share)) = &b.pool {
-            to_pool(&links, *tag, share.clone(), &b);
+            to_pool(&links, *tag, share.clone(), &b, &stats);
         }
         if b.template.kind == TemplateKind::Pool {
             info!(hash = %b.hash, "block on the pool's own job: the pool holds its transactions and propagates it");
@@ -113,7 +115,9 @@ async fn to_nodes(route: &NodeRoute, b: &FoundBlock) {
     }
 }
 
-fn to_pool(links: &Links, tag: PoolTag, share: UpShare, b: &FoundBlock) {
+/// Hands the block's share to its link; one whose link is gone is counted as dropped, like any
+/// share that never reaches the pool.
+fn to_pool(links: &Links, tag: PoolTag, share: UpShare, b: &FoundBlock, stats: &Stats) {
     let sent = links.get(tag.link).map(|sender| {
         sender.block(LinkBlock {
             share,
@@ -122,6 +126,72 @@ fn to_pool(links: &Links, tag: PoolTag, share: UpShare, b: &FoundBlock) {
         })
     });
     if !matches!(sent, Some(Ok(()))) {
+        stats.pool_dropped(1);
         error!(hash = %b.hash, worker = %b.worker, "block share could not reach the pool link (it is gone); a block on the farm's own template went to the local node");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{block, TxMerkleNode};
+
+    use super::*;
+    use crate::test_support::job;
+    use crate::upstream::shares::MAX_EXTRANONCE;
+
+    /// A block on job 1, with its share for the pool link `tag`.
+    fn block_for(tag: PoolTag) -> (FoundBlock, UpShare) {
+        let job = job(1);
+        let header = block::Header {
+            version: job.template.version,
+            prev_blockhash: job.template.prev_hash,
+            merkle_root: TxMerkleNode::all_zeros(),
+            time: job.template.cur_time,
+            bits: job.template.bits,
+            nonce: 7,
+        };
+        let share = UpShare {
+            job: job.id,
+            extranonce: [0; MAX_EXTRANONCE],
+            extranonce_len: 8,
+            version: header.version.to_consensus() as u32,
+            ntime: header.time,
+            nonce: header.nonce,
+            hash: header.block_hash(),
+            difficulty: 1.0,
+            is_block: true,
+            worker: Arc::from("w"),
+        };
+        let found = FoundBlock {
+            hash: header.block_hash(),
+            template: job.template.clone(),
+            solution: Solution::from_split(job.template.id, &header, &job.coinbase, &[0; 8]),
+            pool: Some((tag, share.clone())),
+            worker: Arc::from("w"),
+        };
+        (found, share)
+    }
+
+    #[test]
+    fn a_block_share_whose_link_is_gone_is_counted_as_dropped() {
+        let links = Arc::new(Links::default());
+        let stats = Stats::default();
+        let (registration, mut inbox) = links.register(0);
+        let tag = registration.tag;
+        let (found, share) = block_for(tag);
+        to_pool(&links, tag, share.clone(), &found, &stats);
+        assert!(
+            inbox.blocks.try_recv().is_ok(),
+            "a live link gets the block"
+        );
+        assert_eq!(stats.snapshot().pool_dropped, 0);
+        drop(registration);
+        to_pool(&links, tag, share, &found, &stats);
+        assert_eq!(
+            stats.snapshot().pool_dropped,
+            1,
+            "a gone link's block is counted"
+        );
     }
 }

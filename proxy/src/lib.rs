@@ -10,11 +10,17 @@
 #![warn(missing_docs)]
 
 pub mod blocks;
+pub mod cli;
 pub mod config;
 pub mod figures;
+pub mod http;
 pub mod job;
+pub mod ledger;
 pub mod metrics;
+pub mod reload;
+pub mod routing;
 pub mod share;
+mod sources;
 pub mod sv1;
 pub mod tdp_client;
 pub mod upgrade;
@@ -24,50 +30,48 @@ pub mod upstream;
 mod test_support;
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bitcoin::ScriptBuf;
-use mining_types::{CoinbaseConfig, Template};
-use serde_json::json;
-use template_provider::blocks::fds::{self, FdReserve};
-use template_provider::blocks::{Blocks, Node};
-use template_provider::nodes::NodeSet;
 pub use template_provider::nodes::Serving;
-use template_provider::{NodeError, RpcClient};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::blocks::{BlockSink, NodeRoute};
-use crate::config::{Config, Payout};
+use crate::blocks::BlockSink;
+use crate::config::Config;
 use crate::figures::Board;
-use crate::job::{Job, JobFactory, Publisher};
+use crate::job::Job;
 use crate::metrics::{Snapshot, Stats};
+use crate::routing::Router;
+use crate::sources::{templates, Sources};
 use crate::sv1::admission::Admission;
 use crate::sv1::extranonce::Extranonce1Allocator;
-use crate::tdp_client::TdpClientConfig;
-use crate::upstream::channel::OpenContext;
-use crate::upstream::failover::Failover;
 use crate::upstream::shares::Links;
-use crate::upstream::supervisor::Supervisor;
 pub use crate::upstream::Mode;
 
 /// A running proxy.
 #[derive(Debug)]
 pub struct Proxy {
     local_addr: SocketAddr,
+    /// The operators' HTTP server, when bound at start.
+    http_addr: Option<SocketAddr>,
     stats: Arc<Stats>,
     jobs: watch::Receiver<Arc<Job>>,
     mode: watch::Receiver<Mode>,
     serving: Option<watch::Receiver<Serving>>,
     board: Arc<Board>,
-    /// Keeps the publisher's command queue open in solo mode.
-    _commands: mpsc::UnboundedSender<job::Command>,
+    /// The share ledger, when enabled.
+    ledger: Option<ledger::LedgerHandle>,
+    /// The vardiff settings sessions follow; a reload sends new ones.
+    vardiff: watch::Sender<sv1::vardiff::VardiffConfig>,
+    /// The farm's policy on the nodes' templates; `None` with an external template provider.
+    policy: Option<template_provider::policy::LivePolicy>,
+    /// The routes (one without `[[route]]`): each one's jobs, mode and figures.
+    router: Arc<Router>,
     handed_over: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -83,54 +87,39 @@ impl Proxy {
     /// A node on the wrong chain or still syncing, a payout that does not resolve, or a
     /// listen address that cannot be bound: each with a message naming the cause.
     pub async fn start(mut config: Config) -> anyhow::Result<Proxy> {
+        let started_at = figures::unix_now();
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         plan_connections(&mut config.sv1)?;
         let sources = templates(&config, &tracker, &shutdown).await?;
         let stats = Arc::new(Stats::default());
         let links = Arc::new(Links::default());
-        let coinbase = CoinbaseConfig {
-            payout_script: sources.payout_script,
-            tag: config.coinbase_tag.clone(),
-        };
-        let mut factory = JobFactory::new(coinbase, config.sv1.layout);
-        let first = factory
-            .make(sources.templates.borrow().clone(), None)
-            .context("building the first job (check coinbase.tag)")?;
-        let (jobs_tx, jobs) = watch::channel(Arc::new(first));
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let publisher = Publisher {
-            factory,
-            templates: sources.templates,
-            commands: commands_rx,
-            jobs: jobs_tx,
-        };
-        tracker.spawn(publisher.run(shutdown.clone()));
-        let (mode_tx, mode) = watch::channel(Mode::Solo);
-        if !config.upstreams.is_empty() {
-            let supervisor = Supervisor {
-                failover: Failover::new(config.upstreams.len(), config.failover.retry_preferred),
-                upstreams: Arc::new(config.upstreams.clone()),
-                open: OpenContext {
-                    layout: config.sv1.layout,
-                    network: config.network,
-                    config: config.failover,
-                    hashrate: 0.0,
-                    stats: stats.clone(),
-                    tracker: tracker.clone(),
-                },
-                links: links.clone(),
-                publisher: commands.clone(),
-                mode: mode_tx,
-                serving: sources.serving.clone(),
-            };
-            tracker.spawn(supervisor.run(shutdown.clone()));
-        }
         let board = Board::new();
-        tracker.spawn(board.clone().sample(shutdown.clone()));
+        let sample = config.http.hashrate_sample;
+        tracker.spawn(board.clone().sample_every(sample, shutdown.clone()));
+        let router = routing::wiring::start(&routing::wiring::Farm {
+            config: &config,
+            sources: &sources,
+            board: &board,
+            stats: &stats,
+            links: &links,
+            tracker: &tracker,
+            shutdown: &shutdown,
+        })?;
+        // The first route's jobs and mode are the farm's (the only ones without routes).
+        let (jobs, mode) = (router.jobs(0), router.routes()[0].mode.clone());
+        let ledger = ledger::start(&config, &board, &jobs, &stats, &tracker, &shutdown).await?;
+        follow(&config, &sources, &board, &tracker, &shutdown);
         let (blocks, found) = BlockSink::new();
-        tracker.spawn(blocks::run(found, sources.route, links.clone()));
+        tracker.spawn(blocks::run(
+            found,
+            sources.route,
+            links.clone(),
+            stats.clone(),
+        ));
+        let (vardiff, vardiff_rx) = watch::channel(config.sv1.vardiff);
         let shared = Arc::new(sv1::Shared {
+            vardiff: vardiff_rx,
             extranonces: Extranonce1Allocator::new(config.sv1.layout),
             sv1: config.sv1.clone(),
             blocks,
@@ -138,19 +127,36 @@ impl Proxy {
             stats: stats.clone(),
             fds: sources.fds.clone(),
             board: board.clone(),
+            router: router.clone(),
         });
         let served = serve_miners(&config, shared, jobs.clone(), &tracker, &shutdown).await?;
-        tracker.spawn(log_status(stats.clone(), mode.clone(), shutdown.clone()));
+        tracker.spawn(log_status(stats.clone(), router.clone(), shutdown.clone()));
+        let shown = Arc::new(http::Shown {
+            board: board.clone(),
+            stats: stats.clone(),
+            jobs: jobs.clone(),
+            serving: sources.serving.clone(),
+            nodes: config.nodes.iter().map(|n| n.name.clone()).collect(),
+            source: sources.figures.clone(),
+            started_at,
+            ledger: ledger.clone(),
+            router: Some(router.clone()),
+        });
+        let http_addr = http::start(&config.http, shown, &tracker, &shutdown).await;
         let pools = config.upstreams.len();
         info!(listen = %served.local_addr, network = %config.network, upstreams = pools, "jd-proxy serving Stratum V1 miners");
         Ok(Proxy {
             local_addr: served.local_addr,
+            http_addr,
             stats,
             jobs,
             mode,
             serving: sources.serving,
             board,
-            _commands: commands,
+            ledger,
+            vardiff,
+            policy: sources.policy,
+            router,
             handed_over: served.handed_over,
             shutdown,
             tracker,
@@ -168,6 +174,12 @@ impl Proxy {
         self.local_addr
     }
 
+    /// The address of the operators' HTTP server (API, `/metrics`, dashboard), when it was
+    /// bound at start (`[http] listen`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The counters now.
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
@@ -178,9 +190,23 @@ impl Proxy {
         self.stats.pool_workers()
     }
 
-    /// Where mining goes now: solo, or which pool.
+    /// Where mining goes now: solo, or which pool (the first route's, with `[[route]]`).
     pub fn mode(&self) -> watch::Receiver<Mode> {
         self.mode.clone()
+    }
+
+    /// Where route `name` mines now; `None` for a route not configured.
+    pub fn route_mode(&self, name: &str) -> Option<watch::Receiver<Mode>> {
+        self.router
+            .routes()
+            .iter()
+            .find(|r| r.figures.name == name)
+            .map(|r| r.mode.clone())
+    }
+
+    /// The routes: each one's jobs, mode and figures, and where each ASIC mines.
+    pub fn router(&self) -> Arc<Router> {
+        self.router.clone()
     }
 
     /// Which of the farm's nodes gives the templates, or since when none does; `None` with an
@@ -192,6 +218,11 @@ impl Proxy {
     /// Every ASIC and worker, the farm's history and events.
     pub fn board(&self) -> Arc<Board> {
         self.board.clone()
+    }
+
+    /// The share ledger's counters, when it is enabled.
+    pub fn ledger(&self) -> Option<&ledger::LedgerHandle> {
+        self.ledger.as_ref()
     }
 
     /// The newest job, as every miner gets it.
@@ -227,6 +258,20 @@ pub async fn run(
     }
     proxy.shutdown().await;
     Ok(())
+}
+
+/// Onto the board, for the operators: the nodes' verdicts on found blocks, and which node
+/// serves templates.
+fn follow(
+    config: &Config,
+    sources: &Sources,
+    board: &Arc<Board>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    http::follow_fates(&sources.route, board, tracker, shutdown);
+    let names = config.nodes.iter().map(|n| n.name.clone()).collect();
+    http::follow_nodes(sources.serving.clone(), names, board, tracker, shutdown);
 }
 
 /// Raises the soft file limit to the hard one and keeps miners within it.
@@ -334,148 +379,8 @@ fn spawn_accept(
     ));
 }
 
-/// Where templates come from, and what jobs and blocks need besides.
-struct Sources {
-    templates: watch::Receiver<Arc<Template>>,
-    route: NodeRoute,
-    payout_script: ScriptBuf,
-    /// Which node serves templates; `None` with an external template provider.
-    serving: Option<watch::Receiver<Serving>>,
-    /// Descriptors held back for blocks.
-    fds: Arc<FdReserve>,
-}
-
-/// Templates from the farm's nodes (the first that answers) or an external provider, and
-/// where blocks on them go.
-async fn templates(
-    config: &Config,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Sources> {
-    let Some(tp) = &config.template_provider else {
-        return from_nodes(config, tracker, shutdown).await;
-    };
-    let Payout::Address(addr) = &config.payout else {
-        anyhow::bail!("coinbase.payout_descriptor needs the node; with an external template provider give coinbase.payout_address");
-    };
-    let payout_script = addr.script_pubkey();
-    let client_config = TdpClientConfig {
-        address: tp.address.clone(),
-        authority: tp.authority,
-        network: config.network,
-        // Our payout output: value, script length, script.
-        coinbase_output_max_additional_size: u32::try_from(9 + payout_script.len())
-            .unwrap_or(u32::MAX),
-        timeout: Duration::from_secs(10),
-    };
-    let (client, templates) = tdp_client::spawn(client_config, tracker, shutdown.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "template provider at {} (template_provider.address)",
-                tp.address
-            )
-        })?;
-    Ok(Sources {
-        templates,
-        route: NodeRoute::TemplateProvider(client),
-        payout_script,
-        serving: None,
-        fds: Arc::new(FdReserve::new(fds::RESERVED)),
-    })
-}
-
-/// Templates from the first of the farm's nodes that answers; blocks journaled and sent to
-/// every node. A node on the wrong chain or still syncing refuses the start; one that does not
-/// answer is used as soon as it does.
-async fn from_nodes(
-    config: &Config,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Sources> {
-    let specs = config.nodes.iter().map(|n| {
-        let rpc = RpcClient::new(n.rpc_url.clone(), n.auth.clone());
-        (n.name.clone(), rpc, n.source.clone())
-    });
-    let sources = NodeSet::sources(specs.collect());
-    let mut reachable = None;
-    for s in &sources {
-        match s.source.check_node().await {
-            Ok(chain) => {
-                info!(node = %s.name, chain = %chain.chain, height = chain.blocks, "node ready");
-                reachable.get_or_insert_with(|| s.source.rpc().clone());
-            }
-            Err(e @ (NodeError::WrongNetwork { .. } | NodeError::InitialBlockDownload { .. })) => {
-                return Err(anyhow::anyhow!(e).context(format!("node {}", s.name)));
-            }
-            Err(e) => {
-                warn!(node = %s.name, error = %e, "node does not answer at start; it is used once it does");
-            }
-        }
-    }
-    let rpc = reachable.with_context(|| {
-        let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-        format!("no node answers ({})", names.join(", "))
-    })?;
-    let payout_script = resolve_payout(&rpc, config).await?;
-    let nodes = sources
-        .iter()
-        .map(|s| Node {
-            name: s.name.clone(),
-            rpc: s.source.rpc().clone(),
-        })
-        .collect();
-    let set = NodeSet::start(sources, tracker, shutdown)
-        .await
-        .context("first block template")?;
-    let blocks = Blocks::start(&config.blocks_dir, nodes, set.templates.clone(), tracker)
-        .with_context(|| {
-            format!(
-                "cannot open the block journal in {} (solo.blocks_dir)",
-                config.blocks_dir.display()
-            )
-        })?;
-    Ok(Sources {
-        templates: set.templates,
-        fds: blocks.fd_reserve(),
-        route: NodeRoute::Node(blocks),
-        payout_script,
-        serving: Some(set.serving),
-    })
-}
-
-async fn resolve_payout(rpc: &RpcClient, config: &Config) -> anyhow::Result<ScriptBuf> {
-    match &config.payout {
-        Payout::Address(a) => Ok(a.script_pubkey()),
-        Payout::Descriptor(d) => {
-            // The node knows every descriptor form; asking it keeps a descriptor parser out of here.
-            let with_checksum = if d.contains('#') {
-                d.clone()
-            } else {
-                let info: serde_json::Value = rpc
-                    .call("getdescriptorinfo", json!([d]))
-                    .await
-                    .context("coinbase.payout_descriptor")?;
-                let sum = info["checksum"]
-                    .as_str()
-                    .context("coinbase.payout_descriptor: node gave no checksum")?;
-                format!("{d}#{sum}")
-            };
-            let addrs: Vec<String> = rpc
-                .call("deriveaddresses", json!([with_checksum]))
-                .await
-                .context("coinbase.payout_descriptor must be a single, non-ranged output")?;
-            let first = addrs
-                .first()
-                .context("coinbase.payout_descriptor derives no address")?;
-            let addr = bitcoin::Address::from_str(first)?.require_network(config.network)?;
-            Ok(addr.script_pubkey())
-        }
-    }
-}
-
 /// One status line a minute: what an operator checks first.
-async fn log_status(stats: Arc<Stats>, mode: watch::Receiver<Mode>, shutdown: CancellationToken) {
+async fn log_status(stats: Arc<Stats>, router: Arc<Router>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     every.tick().await;
     loop {
@@ -485,10 +390,7 @@ async fn log_status(stats: Arc<Stats>, mode: watch::Receiver<Mode>, shutdown: Ca
         }
         let s = stats.snapshot();
         let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
-        let mining_for = match &*mode.borrow() {
-            Mode::Solo => "solo".to_owned(),
-            Mode::Pool { name, .. } => name.clone(),
-        };
+        let mining_for = mining_for(&router);
         info!(
             mining_for,
             connections = s.connections,
@@ -501,4 +403,21 @@ async fn log_status(stats: Arc<Stats>, mode: watch::Receiver<Mode>, shutdown: Ca
             "status"
         );
     }
+}
+
+/// Where mining goes: `solo` or the pool's name; with routes, `route: pool` for each.
+fn mining_for(router: &Router) -> String {
+    let routes = router.routes();
+    let each = routes.iter().map(|r| {
+        let to = match &*r.mode.borrow() {
+            Mode::Solo => "solo".to_owned(),
+            Mode::Pool { name, .. } => name.clone(),
+        };
+        if routes.len() > 1 {
+            format!("{}: {to}", r.figures.name)
+        } else {
+            to
+        }
+    });
+    each.collect::<Vec<_>>().join(", ")
 }

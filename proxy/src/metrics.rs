@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use crate::figures::asic::AtomicF64;
 use crate::share::Reject;
 
 const REASONS: [Reject; 10] = [
@@ -42,6 +43,15 @@ pub struct Stats {
     pool_dropped: AtomicU64,
     /// Per worker: shares the pool accepted and rejected.
     pool_workers: Mutex<HashMap<Arc<str>, (u64, u64)>>,
+    /// The work of the shares sent to the pool, at the pool's target for each (what the pool
+    /// should acknowledge).
+    pool_work_validated: AtomicF64,
+    /// The work the pool acknowledged (`SubmitShares.Success.new_shares_sum`).
+    pool_work_acknowledged: AtomicU64,
+    /// Declarations to the pools' JDS and their answers.
+    pub declarations: Arc<job_declarator::Tally>,
+    /// The pool's verdicts, for the share ledger.
+    pub acks: crate::ledger::AckSink,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -69,6 +79,10 @@ pub struct Snapshot {
     pub pool_rejected: u64,
     /// Shares meant for the pool that never reached it.
     pub pool_dropped: u64,
+    /// The work of the shares sent to the pool, at the pool's target for each.
+    pub pool_work_validated: f64,
+    /// The work the pool acknowledged.
+    pub pool_work_acknowledged: u64,
 }
 
 impl Snapshot {
@@ -156,6 +170,14 @@ impl Stats {
         v.sort();
         v
     }
+    /// A share of `difficulty` (the pool's target for it) went to the pool.
+    pub fn pool_work_sent(&self, difficulty: f64) {
+        self.pool_work_validated.add(difficulty);
+    }
+    /// The pool acknowledged `work` (its `new_shares_sum`).
+    pub fn pool_work_acknowledged(&self, work: u64) {
+        self.pool_work_acknowledged.fetch_add(work, Relaxed);
+    }
     /// `n` shares meant for the pool never reached it.
     pub fn pool_dropped(&self, n: u64) {
         self.pool_dropped.fetch_add(n, Relaxed);
@@ -179,6 +201,8 @@ impl Stats {
             pool_accepted: self.pool_accepted.load(Relaxed),
             pool_rejected: self.pool_rejected.load(Relaxed),
             pool_dropped: self.pool_dropped.load(Relaxed),
+            pool_work_validated: self.pool_work_validated.get(),
+            pool_work_acknowledged: self.pool_work_acknowledged.load(Relaxed),
         }
     }
 }

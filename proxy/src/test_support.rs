@@ -122,6 +122,14 @@ pub fn shared(
     shared_with(d, layout())
 }
 
+/// [`shared`] whose vardiff settings the test replaces, as a reload does.
+pub fn shared_reloading(d: f64) -> (Arc<Shared>, tokio::sync::watch::Sender<VardiffConfig>) {
+    let (shared, _) = shared(d);
+    let shared = Arc::try_unwrap(shared).expect("the only reference");
+    let (reload, vardiff) = tokio::sync::watch::channel(shared.sv1.vardiff);
+    (Arc::new(Shared { vardiff, ..shared }), reload)
+}
+
 /// [`shared`] with another extranonce layout.
 pub fn shared_with(
     d: f64,
@@ -154,12 +162,37 @@ pub fn shared_with(
     let (blocks, found) = BlockSink::new();
     let shared = Arc::new(Shared {
         extranonces: Extranonce1Allocator::new(sv1.layout),
+        vardiff: crate::sv1::vardiff::fixed(sv1.vardiff),
         sv1,
         blocks,
         links: Arc::new(Links::default()),
         stats: Arc::new(Stats::default()),
         fds: Arc::new(template_provider::blocks::fds::FdReserve::new(2)),
         board: crate::figures::Board::new(),
+        router: one_route(),
     });
     (shared, found)
+}
+
+/// The router of a farm without routes: one route, nothing tracked.
+pub fn one_route() -> Arc<crate::routing::Router> {
+    use crate::routing::router::RouteLive;
+    use crate::routing::rules::{Matcher, RouteSpec, RouteTable};
+    let spec = RouteSpec {
+        name: "default".into(),
+        matcher: Matcher::Default,
+        upstreams: vec![],
+    };
+    let customers = ledger_math::CustomerMap::new(&[], "farm").expect("no rules");
+    let live = RouteLive {
+        figures: crate::figures::upstream::RouteFigures::new(0, "default"),
+        jobs: tokio::sync::watch::channel(job(1)).1,
+        mode: tokio::sync::watch::channel(crate::upstream::Mode::Solo).1,
+        commands: tokio::sync::mpsc::unbounded_channel().0,
+    };
+    Arc::new(crate::routing::Router::new(
+        RouteTable::new(vec![spec], customers),
+        vec![live],
+        0.02,
+    ))
 }

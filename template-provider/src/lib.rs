@@ -10,9 +10,15 @@
 
 pub mod blocks;
 pub mod config;
+pub mod figures;
+pub mod http;
+pub mod layers;
+pub mod logging;
 pub mod node;
 pub mod nodes;
 pub mod policy;
+pub mod reload;
+pub mod run;
 pub mod server;
 pub mod source;
 pub mod tdp;

@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::figures::SourceFigures;
 use crate::node::rpc::RpcClient;
 use crate::node::NodeError;
+use crate::policy::LivePolicy;
 use crate::source::{TemplateSource, TemplateSourceConfig};
 
 /// One node: its name in logs and its source.
@@ -50,13 +52,24 @@ pub struct NodeSet {
 
 impl NodeSet {
     /// Sources for `nodes` (name, RPC, how to watch it), numbering templates together.
+    /// They report into one [`SourceFigures`] (a tip is seen once, whichever node saw it).
     pub fn sources(nodes: Vec<(String, RpcClient, TemplateSourceConfig)>) -> Vec<NodeSource> {
         let ids = Arc::new(AtomicU64::new(1));
+        let figures = SourceFigures::default();
+        // The farm's policy is one for every node: one handle, so a reload reaches them all.
+        let policy = LivePolicy::new(
+            nodes
+                .first()
+                .map(|n| n.2.policy.clone())
+                .unwrap_or_default(),
+        );
         nodes
             .into_iter()
             .map(|(name, rpc, config)| NodeSource {
                 name,
-                source: TemplateSource::with_ids(rpc, config, ids.clone()),
+                source: TemplateSource::with_ids(rpc, config, ids.clone())
+                    .reporting_to(figures.clone())
+                    .with_policy(policy.clone()),
             })
             .collect()
     }

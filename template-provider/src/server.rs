@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -12,14 +14,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::blocks::journal::unix_now;
 use crate::blocks::{Blocks, Node};
 use crate::config::{
     bad, parse_network, secs, BackendKind, ConfigError, ConfigErrors, NodeConfig, RawNode,
 };
+use crate::figures::{BlockTally, SourceFigures};
+use crate::http::provider::ProviderFigures;
 use crate::node::rpc::RpcClient;
 use crate::node::{NodeBackend, NodeError};
 use crate::source::TemplateSource;
-use crate::tdp::server::{serve, TdpServerConfig};
+use crate::tdp::server::{serve, Tdp, TdpServerConfig};
 use sv2_wire::AuthorityKeypair;
 
 /// The TOML file as written (`examples/template-provider.toml` shows every key).
@@ -37,6 +42,17 @@ pub struct RawProviderConfig {
     /// What the farm will not mine; applied to every template before it is served.
     #[serde(default)]
     pub policy: crate::policy::PolicyConfig,
+    /// The HTTP server for operators (`/metrics`, `/api/v1/...`).
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+/// `[http]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Where `/metrics` and the JSON API listen (default `127.0.0.1:9101`; `""` turns it off).
+    pub listen: Option<String>,
 }
 
 /// `[server]` as written.
@@ -71,6 +87,8 @@ pub struct ProviderConfig {
     pub tdp: TdpServerConfig,
     /// The block journal's directory.
     pub blocks_dir: PathBuf,
+    /// Where the HTTP server for operators listens; `None`: no server.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl ProviderConfig {
@@ -86,6 +104,11 @@ impl ProviderConfig {
         let node = e.take_all(raw.node.resolve_with_policy(network, raw.policy));
         let s = raw.server;
         let listen = e.take(listen(s.listen));
+        let http_listen = e.take(crate::http::parse_listen(
+            raw.http.listen.as_deref(),
+            "127.0.0.1:9101",
+            "http.listen",
+        ));
         let keys = e.take(keys(s.authority_public_key, s.authority_secret_key));
         let max_clients = s.max_clients.unwrap_or(64);
         if max_clients == 0 {
@@ -96,8 +119,8 @@ impl ProviderConfig {
             3600,
             "server.cert_validity_secs",
         ));
-        let (Some(node), Some(listen), Some(keys), Some(cert_validity), true) =
-            (node, listen, keys, validity, e.is_empty())
+        let (Some(node), Some(listen), Some(keys), Some(cert_validity), Some(http_listen), true) =
+            (node, listen, keys, validity, http_listen, e.is_empty())
         else {
             return Err(e);
         };
@@ -113,6 +136,7 @@ impl ProviderConfig {
                 setup_timeout: Duration::from_secs(10),
             },
             blocks_dir: s.blocks_dir.unwrap_or_else(|| PathBuf::from("blocks")),
+            http_listen,
         })
     }
 }
@@ -139,6 +163,9 @@ fn keys(public: Option<String>, secret: Option<String>) -> Result<AuthorityKeypa
 #[derive(Debug)]
 pub struct Provider {
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    /// The farm's policy in force; a reload replaces it.
+    policy: crate::policy::LivePolicy,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -151,23 +178,28 @@ impl Provider {
     pub async fn start(config: ProviderConfig) -> anyhow::Result<Provider> {
         let rpc = RpcClient::new(config.node.rpc_url.clone(), config.node.auth.clone());
         let source = TemplateSource::new(rpc.clone(), config.node.source.clone());
-        match &config.node.backend {
-            BackendKind::Rpc => Self::start_with(source, rpc, config).await,
+        let figures = source.figures().clone();
+        let policy = source.live_policy().clone();
+        let started = match &config.node.backend {
+            BackendKind::Rpc => Self::start_with(source, rpc, config, figures).await,
             #[cfg(feature = "ipc")]
             BackendKind::Ipc(ipc) => {
                 let backend = crate::node::ipc::IpcBackend::new(source, ipc.clone());
-                Self::start_with(backend, rpc, config).await
+                Self::start_with(backend, rpc, config, figures).await
             }
             #[cfg(not(feature = "ipc"))]
             BackendKind::Ipc(_) => Err(NodeError::IpcUnavailable.into()),
-        }
+        };
+        started.map(|p| Provider { policy, ..p })
     }
 
     async fn start_with<B: NodeBackend>(
         backend: B,
         rpc: RpcClient,
         config: ProviderConfig,
+        figures: SourceFigures,
     ) -> anyhow::Result<Provider> {
+        let started_at = unix_now();
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let chain = backend.check().await?;
@@ -191,9 +223,29 @@ impl Provider {
                     config.blocks_dir.display()
                 )
             })?;
+        let shown = Arc::new(ProviderFigures {
+            templates: templates.clone(),
+            source: figures,
+            clients: Arc::new(AtomicUsize::new(0)),
+            blocks: Arc::new(BlockTally::default()),
+            started_at,
+        });
+        tracker.spawn(shown.blocks.clone().follow(blocks.news(), shutdown.clone()));
+        let clients = shown.clients.clone();
+        let http_addr = match config.http_listen {
+            Some(addr) => {
+                let router = crate::http::provider::router(shown);
+                crate::http::start(addr, router, &tracker, &shutdown, "http.listen").await
+            }
+            None => None,
+        };
+        let tdp = Tdp {
+            config: config.tdp,
+            clients,
+        };
         tracker.spawn(serve(
             listener,
-            config.tdp,
+            tdp,
             templates,
             blocks,
             tracker.clone(),
@@ -201,6 +253,9 @@ impl Provider {
         ));
         Ok(Provider {
             local_addr,
+            http_addr,
+            // The source's, put in place by `start`.
+            policy: crate::policy::LivePolicy::default(),
             shutdown,
             tracker,
         })
@@ -209,6 +264,16 @@ impl Provider {
     /// The address the Template Distribution server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The farm's policy in force: replace it, and the next templates follow it.
+    pub fn policy(&self) -> &crate::policy::LivePolicy {
+        &self.policy
+    }
+
+    /// The address of the HTTP server for operators, when it runs and was bound at start.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Stops serving and waits for running submissions.

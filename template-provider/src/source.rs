@@ -15,18 +15,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{BlockHash, CompactTarget, Network};
-use mining_types::{NextBlock, Template, TemplateId, TemplateKind};
+use mining_types::{NextBlock, Template, TemplateId};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+mod update;
+pub use update::{decide, Decision, UpdatePolicy};
+
+use crate::figures::SourceFigures;
 use crate::node::gbt::BlockTemplateReply;
 use crate::node::rpc::{RawReply, RpcClient, RpcError};
 use crate::node::tip::{watch_tip, HeaderInfo, Update};
 use crate::node::{core_chain_name, ChainInfo, NodeBackend, NodeError, Verdict};
-use crate::policy::Policy;
+use crate::policy::{LivePolicy, Policy};
 
 /// How the source watches the node.
 #[derive(Debug, Clone)]
@@ -41,7 +45,8 @@ pub struct TemplateSourceConfig {
     pub refresh_interval: Duration,
     /// The node's ZMQ `hashblock` publisher (`-zmqpubhashblock`), e.g. `tcp://127.0.0.1:28332`.
     pub zmq_hashblock: Option<String>,
-    /// The farm's transaction policy, applied to every template the node gives.
+    /// The farm's transaction policy at start, applied to every template the node gives; a
+    /// reload replaces it in the source's [`LivePolicy`](TemplateSource::live_policy).
     pub policy: Policy,
     /// Txids the node is asked to rank first, with the fee bonus in satoshis.
     pub prioritise: Vec<(bitcoin::Txid, i64)>,
@@ -72,6 +77,10 @@ pub struct TemplateSource {
     ids: Arc<AtomicU64>,
     /// Whether the node answered its last `getblocktemplate`.
     up: Arc<watch::Sender<bool>>,
+    /// The policy in force, read for each template.
+    policy: LivePolicy,
+    /// Tips first seen and the policy's exclusions, for whoever shows them.
+    figures: SourceFigures,
 }
 
 /// Retries of a failing node start this far apart and grow to [`RETRY_MAX`]: a node back from
@@ -90,10 +99,36 @@ impl TemplateSource {
     pub fn with_ids(rpc: RpcClient, config: TemplateSourceConfig, ids: Arc<AtomicU64>) -> Self {
         TemplateSource {
             rpc,
+            policy: LivePolicy::new(config.policy.clone()),
             config,
             ids,
             up: Arc::new(watch::Sender::new(true)),
+            figures: SourceFigures::default(),
         }
+    }
+
+    /// This source reporting into `figures` (the sources of one node set share them).
+    pub fn reporting_to(mut self, figures: SourceFigures) -> Self {
+        self.figures = figures;
+        self
+    }
+
+    /// When tips were first seen, and what the policy removed from each template.
+    pub fn figures(&self) -> &SourceFigures {
+        &self.figures
+    }
+
+    /// This source, reading its policy from `policy` (shared with other sources, replaced on
+    /// reload) rather than its config's.
+    #[must_use]
+    pub fn with_policy(mut self, policy: LivePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy in force: replace it, and the next templates follow it.
+    pub fn live_policy(&self) -> &LivePolicy {
+        &self.policy
     }
 
     /// Whether the node answered its last `getblocktemplate`, as it changes.
@@ -137,11 +172,15 @@ impl TemplateSource {
     /// fee the node did not report) is refused as a whole and replaced by the empty block on
     /// the same tip, which never carries a transaction the farm excluded.
     fn apply_policy(&self, template: Template) -> Template {
-        if self.config.policy.is_empty() {
+        let policy = self.policy.current();
+        if policy.is_empty() {
             return template;
         }
-        match self.config.policy.apply_with_report(&template) {
+        match policy.apply_with_report(&template) {
             Ok(outcome) => {
+                self.figures
+                    .exclusions
+                    .record(template.id, &outcome.removed);
                 for r in &outcome.removed {
                     debug!(txid = %r.txid, reason = ?r.reason, "policy removed a transaction");
                 }
@@ -340,6 +379,10 @@ async fn publish(
             u = updates.recv() => match u { Some(u) => u, None => return },
         };
         let current = out.borrow().clone();
+        match &update {
+            Update::Tip { hash, .. } => source.figures.tips.seen(*hash),
+            Update::Full(t) | Update::Reapplied(t) => source.figures.tips.seen(t.prev_hash),
+        }
         match update {
             Update::Tip { hash, header } => {
                 if hash == current.prev_hash || header.height.saturating_add(1) < current.height {
@@ -355,7 +398,12 @@ async fn publish(
                     }
                 }
             }
-            Update::Full(t) => {
+            Update::Reapplied(t) if t.height >= current.height => {
+                info!(height = t.height, txs = t.txs.len(), fees = %t.fees(), "template under the new farm policy");
+                last_update = Instant::now();
+                out.send_replace(Arc::new(t));
+            }
+            Update::Full(t) | Update::Reapplied(t) => {
                 match decide(&current, &t, last_update.elapsed(), &source.config.updates) {
                     Decision::Drop(why) => {
                         debug!(height = t.height, fees = %t.fees(), why, "template not published");
@@ -375,58 +423,6 @@ async fn publish(
     }
 }
 
-/// When a same-tip template is worth sending to miners: every update makes every ASIC switch
-/// jobs, so only a real gain in fees counts, and not more often than the interval allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpdatePolicy {
-    /// Fees must rise by at least this much over the published template.
-    pub fee_threshold: bitcoin::Amount,
-    /// Same-tip updates at most this often. New tips are never delayed.
-    pub min_interval: Duration,
-}
-
-impl Default for UpdatePolicy {
-    fn default() -> Self {
-        UpdatePolicy {
-            fee_threshold: bitcoin::Amount::from_sat(1_000),
-            min_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What the publisher does with a full template from the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// A new tip, or a full template replacing an empty one: published at once.
-    NewTip,
-    /// A same-tip template worth the switch: published.
-    Update,
-    /// Not published, and why.
-    Drop(&'static str),
-}
-
-/// Decides on `new` given the published `current`.
-pub fn decide(
-    current: &Template,
-    new: &Template,
-    since_last: Duration,
-    policy: &UpdatePolicy,
-) -> Decision {
-    if new.height < current.height {
-        return Decision::Drop("older height");
-    }
-    if new.prev_hash != current.prev_hash || current.kind == TemplateKind::Empty {
-        return Decision::NewTip;
-    }
-    if new.fees() < current.fees() + policy.fee_threshold {
-        return Decision::Drop("fee gain below the threshold");
-    }
-    if since_last < policy.min_interval {
-        return Decision::Drop("rate limited");
-    }
-    Decision::Update
-}
-
 /// Long-polls `getblocktemplate`; falls back to a plain fetch every refresh interval.
 async fn watch_templates(
     source: TemplateSource,
@@ -436,6 +432,8 @@ async fn watch_templates(
 ) {
     let mut failures = 0u32;
     let mut wait = RETRY_FIRST;
+    let mut policy = source.policy.changes();
+    let mut reapply = false;
     loop {
         let fetch = tokio::time::timeout(
             source.config.refresh_interval,
@@ -443,6 +441,12 @@ async fn watch_templates(
         );
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
+            // A long poll waits for the node; a new policy applies now.
+            Ok(()) = policy.changed() => {
+                info!(node = %source.rpc.url(), "farm policy changed: fetching a template under it");
+                (longpoll_id, reapply) = (None, true);
+                continue;
+            }
             r = fetch => r,
         };
         match result {
@@ -456,7 +460,12 @@ async fn watch_templates(
                     .up
                     .send_if_modified(|up| !std::mem::replace(up, true));
                 longpoll_id = next;
-                if updates.send(Update::Full(template)).await.is_err() {
+                let update = if std::mem::take(&mut reapply) {
+                    Update::Reapplied(template)
+                } else {
+                    Update::Full(template)
+                };
+                if updates.send(update).await.is_err() {
                     return;
                 }
             }
@@ -499,88 +508,5 @@ impl NodeBackend for TemplateSource {
     async fn submit_block(&self, block: &[u8]) -> Result<Verdict, NodeError> {
         let reason = self.rpc.submit_block(&hex::encode(block)).await?;
         Ok(Verdict::from_submitblock(reason))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bitcoin::hashes::Hash;
-    use bitcoin::{Amount, BlockHash, Network, Txid, Wtxid};
-    use mining_types::TemplateTx;
-
-    fn template(prev: u8, height: u32, fees: u64, kind: TemplateKind) -> Template {
-        let tx = TemplateTx {
-            txid: Txid::all_zeros(),
-            wtxid: Wtxid::all_zeros(),
-            data: vec![],
-            fee: Some(Amount::from_sat(fees)),
-            weight: 400,
-            depends: vec![],
-        };
-        Template {
-            id: TemplateId::new(1),
-            kind,
-            network: Network::Regtest,
-            height,
-            prev_hash: BlockHash::from_byte_array([prev; 32]),
-            version: bitcoin::block::Version::from_consensus(0x2000_0000),
-            bits: CompactTarget::from_consensus(0x207f_ffff),
-            min_time: 0,
-            cur_time: 0,
-            coinbase_value: Amount::from_sat(5_000_000_000 + fees),
-            witness_commitment: None,
-            txs: Arc::new(vec![tx]),
-            merkle_path: vec![],
-        }
-    }
-
-    #[test]
-    fn new_tips_always_pass_and_updates_need_fees_and_time() {
-        let p = UpdatePolicy {
-            fee_threshold: Amount::from_sat(1_000),
-            min_interval: Duration::from_secs(5),
-        };
-        let cur = template(1, 100, 5_000, TemplateKind::Full);
-        let long = Duration::from_secs(60);
-        assert_eq!(
-            decide(
-                &cur,
-                &template(2, 101, 0, TemplateKind::Full),
-                Duration::ZERO,
-                &p
-            ),
-            Decision::NewTip
-        );
-        assert_eq!(
-            decide(
-                &template(1, 100, 0, TemplateKind::Empty),
-                &cur,
-                Duration::ZERO,
-                &p
-            ),
-            Decision::NewTip
-        );
-        assert_eq!(
-            decide(&cur, &template(1, 100, 5_999, TemplateKind::Full), long, &p),
-            Decision::Drop("fee gain below the threshold")
-        );
-        assert_eq!(
-            decide(&cur, &template(1, 100, 6_000, TemplateKind::Full), long, &p),
-            Decision::Update
-        );
-        assert_eq!(
-            decide(
-                &cur,
-                &template(1, 100, 9_000, TemplateKind::Full),
-                Duration::from_secs(1),
-                &p
-            ),
-            Decision::Drop("rate limited")
-        );
-        assert_eq!(
-            decide(&cur, &template(0, 99, 9_000, TemplateKind::Full), long, &p),
-            Decision::Drop("older height")
-        );
     }
 }

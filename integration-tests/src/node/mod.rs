@@ -90,9 +90,44 @@ pub fn bitcoin_binary(kind: NodeKind) -> anyhow::Result<PathBuf> {
     binary_in(&bitcoin_bin_dir()?, kind.binary_name(), BIN_DIR_ENV, SCRIPT)
 }
 
+/// Which chain a test node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Chain {
+    /// Regtest: blocks at the lowest difficulty there is, so every share is a block.
+    Regtest,
+    /// A custom signet with the challenge `OP_TRUE` (no signature needed): blocks at the signet
+    /// minimum difficulty (about 0.001), so shares far below it are shares and not blocks. Its
+    /// tip may be old (blocks are replayed from a cache): the node never counts as syncing.
+    Signet,
+}
+
+impl Chain {
+    /// The datadir subdirectory (`regtest`, `signet`), also the name the SV2 peers use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Regtest => "regtest",
+            Chain::Signet => "signet",
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Chain::Regtest => &["-regtest"],
+            Chain::Signet => &[
+                "-signet",
+                "-signetchallenge=51",
+                "-maxtipage=2000000000",
+                "-dnsseed=0",
+                "-fixedseeds=0",
+            ],
+        }
+    }
+}
+
 /// A running regtest node. Dropping it kills the process; prefer [`BitcoinNode::stop`] for a clean shutdown.
 pub struct BitcoinNode {
     kind: NodeKind,
+    chain: Chain,
     process: ChildInDir,
     rpc_port: u16,
     p2p_port: u16,
@@ -119,10 +154,16 @@ enum StartFailure {
     Fatal(anyhow::Error),
 }
 
-/// The command line of a regtest node on loopback ports, in `datadir`.
-fn node_args(kind: NodeKind, datadir: &Path, rpc_port: u16, p2p_port: u16) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "-regtest".into(),
+/// The command line of a node of `chain` on loopback ports, in `datadir`.
+fn node_args(
+    kind: NodeKind,
+    chain: Chain,
+    datadir: &Path,
+    rpc_port: u16,
+    p2p_port: u16,
+) -> Vec<String> {
+    let mut args: Vec<String> = chain.args().iter().map(ToString::to_string).collect();
+    args.extend([
         "-daemon=0".into(),
         "-server=1".into(),
         "-listen=1".into(),
@@ -136,7 +177,7 @@ fn node_args(kind: NodeKind, datadir: &Path, rpc_port: u16, p2p_port: u16) -> Ve
         "-fallbackfee=0.0001".into(),
         "-txindex=0".into(),
         "-debug=0".into(),
-    ];
+    ]);
     if kind == NodeKind::BitcoinNodeIpc {
         args.push("-ipcbind=unix".into());
     }
@@ -151,10 +192,19 @@ impl BitcoinNode {
 
     /// Like [`BitcoinNode::start`], with extra command-line arguments appended (they win over the defaults).
     pub async fn start_with_args(kind: NodeKind, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(kind, Chain::Regtest, extra_args).await
+    }
+
+    /// A node of `kind` on `chain`, with extra command-line arguments appended.
+    pub async fn start_on(
+        kind: NodeKind,
+        chain: Chain,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let bin = bitcoin_binary(kind)?;
         let mut last = None;
         for attempt in 1..=START_ATTEMPTS {
-            match Self::try_start(kind, &bin, extra_args).await {
+            match Self::try_start(kind, chain, &bin, extra_args).await {
                 Ok(node) => return Ok(node),
                 Err(StartFailure::PortClash(e)) => {
                     tracing::warn!(
@@ -173,6 +223,7 @@ impl BitcoinNode {
 
     async fn try_start(
         kind: NodeKind,
+        chain: Chain,
         bin: &Path,
         extra_args: &[&str],
     ) -> Result<Self, StartFailure> {
@@ -188,7 +239,7 @@ impl BitcoinNode {
         while p2p_port == rpc_port {
             p2p_port = free_local_port().map_err(fatal)?;
         }
-        let mut args = node_args(kind, &datadir, rpc_port, p2p_port);
+        let mut args = node_args(kind, chain, &datadir, rpc_port, p2p_port);
         args.extend(extra_args.iter().map(ToString::to_string));
 
         // Whatever the node prints before its log file is open (bad arguments, bind errors) lands here.
@@ -211,6 +262,7 @@ impl BitcoinNode {
 
         let node = BitcoinNode {
             kind,
+            chain,
             process: ChildInDir::new("bitcoin node datadir", child, dir),
             rpc_port,
             p2p_port,
@@ -291,6 +343,11 @@ impl BitcoinNode {
         self.kind
     }
 
+    /// Which chain it runs.
+    pub fn chain(&self) -> Chain {
+        self.chain
+    }
+
     /// OS process id, while the process is owned by this handle.
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
@@ -308,7 +365,7 @@ impl BitcoinNode {
 
     /// `<datadir>/regtest/.cookie`, written by the node once RPC is up.
     pub fn cookie_file(&self) -> PathBuf {
-        self.datadir().join("regtest").join(".cookie")
+        self.datadir().join(self.chain.name()).join(".cookie")
     }
 
     /// The user and password from the cookie file (`__cookie__`, random hex).
@@ -330,7 +387,7 @@ impl BitcoinNode {
 
     /// `<datadir>/regtest/debug.log`.
     pub fn debug_log(&self) -> PathBuf {
-        self.datadir().join("regtest").join("debug.log")
+        self.datadir().join(self.chain.name()).join("debug.log")
     }
 
     /// P2P listening port on 127.0.0.1.
@@ -341,7 +398,9 @@ impl BitcoinNode {
     /// The Cap'n Proto IPC socket, `<datadir>/regtest/node.sock`, for [`NodeKind::BitcoinNodeIpc`] nodes.
     pub fn ipc_socket(&self) -> Option<PathBuf> {
         match self.kind {
-            NodeKind::BitcoinNodeIpc => Some(self.datadir().join("regtest").join("node.sock")),
+            NodeKind::BitcoinNodeIpc => {
+                Some(self.datadir().join(self.chain.name()).join("node.sock"))
+            }
             NodeKind::Bitcoind => None,
         }
     }
@@ -408,7 +467,13 @@ impl BitcoinNode {
     /// It does not start, or does not answer in time.
     pub async fn resume(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
         let bin = bitcoin_binary(self.kind)?;
-        let mut args = node_args(self.kind, self.datadir(), self.rpc_port, self.p2p_port);
+        let mut args = node_args(
+            self.kind,
+            self.chain,
+            self.datadir(),
+            self.rpc_port,
+            self.p2p_port,
+        );
         args.extend(extra_args.iter().map(ToString::to_string));
         let log = std::fs::OpenOptions::new()
             .append(true)

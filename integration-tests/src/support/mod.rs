@@ -5,12 +5,16 @@
 pub mod binary;
 pub mod blocks;
 pub mod chain;
+pub mod chromium;
 pub mod farm;
 pub mod miner;
+pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod provider;
 pub mod proxy;
 pub mod relay;
+pub mod signet;
 pub mod sv1_client;
 
 use std::future::Future;

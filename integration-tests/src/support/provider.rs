@@ -5,7 +5,7 @@ use std::path::Path;
 use jd_proxy::config::raw::RawTemplateProvider;
 use sv2_wire::{AuthorityKeypair, AuthorityPublicKey};
 use template_provider::config::RawNode;
-use template_provider::server::{Provider, ProviderConfig, RawProviderConfig, RawServer};
+use template_provider::server::{Provider, ProviderConfig, RawHttp, RawProviderConfig, RawServer};
 
 use crate::node::BitcoinNode;
 
@@ -32,6 +32,10 @@ pub fn provider_config(
             ..Default::default()
         },
         policy: Default::default(),
+        // A free port: tests run side by side.
+        http: RawHttp {
+            listen: Some("127.0.0.1:0".into()),
+        },
     }
 }
 

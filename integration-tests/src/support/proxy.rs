@@ -26,6 +26,13 @@ pub fn solo_config(node: &BitcoinNode, payout: &bitcoin::Address, blocks_dir: &P
     raw.vardiff.target_share_secs = Some(1.0);
     raw.vardiff.retarget_secs = Some(5.0);
     raw.solo.blocks_dir = Some(blocks_dir.to_path_buf());
+    // The ledger beside the blocks, not in the temp dir's parent that every test shares.
+    raw.ledger.url = Some(format!(
+        "sqlite://{}",
+        blocks_dir.join("ledger.sqlite3").display()
+    ));
+    // A free port for the API and /metrics: tests run side by side.
+    raw.http.listen = Some("127.0.0.1:0".into());
     raw
 }
 

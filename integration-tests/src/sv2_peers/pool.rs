@@ -20,11 +20,13 @@ use crate::node::BitcoinNode;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TemplateSource {
     /// Bitcoin Core's IPC mining interface: `[template_provider_type.BitcoinCoreIpc]` with
-    /// `network = "regtest"` and `data_dir` (the pool opens `<data_dir>/regtest/node.sock`).
+    /// `network` and `data_dir` (the pool opens `<data_dir>/<network>/node.sock`).
     /// The embedded JDS needs this source.
     BitcoinCoreIpc {
         /// The node's `-datadir` (not the `regtest/` subdirectory).
         data_dir: PathBuf,
+        /// `regtest`, or `signet` for a custom signet node.
+        network: &'static str,
         /// IPC schema major version, `30` or `31`.
         version: u8,
         /// Fee increase (sat) that makes the node send a new template.
@@ -49,6 +51,7 @@ impl TemplateSource {
     pub fn ipc(node: &BitcoinNode) -> Self {
         TemplateSource::BitcoinCoreIpc {
             data_dir: node.datadir().to_path_buf(),
+            network: node.chain().name(),
             version: DEFAULT_IPC_VERSION,
             fee_threshold: 100,
             min_interval: 1,
@@ -72,13 +75,14 @@ impl TemplateSource {
         match self {
             TemplateSource::BitcoinCoreIpc {
                 data_dir,
+                network,
                 version,
                 fee_threshold,
                 min_interval,
             } => {
                 let _ = writeln!(t, "[template_provider_type.BitcoinCoreIpc]");
                 let _ = writeln!(t, "version = {version}");
-                let _ = writeln!(t, "network = \"regtest\"");
+                let _ = writeln!(t, "network = {}", toml_str(network));
                 let _ = writeln!(
                     t,
                     "data_dir = {}",
@@ -341,6 +345,7 @@ mod tests {
         let cfg = PoolSv2Config::new(
             TemplateSource::BitcoinCoreIpc {
                 data_dir: "/tmp/x".into(),
+                network: "regtest",
                 version: 31,
                 fee_threshold: 100,
                 min_interval: 1,

@@ -2,7 +2,10 @@
 //!
 //! Every bad value is refused at start with its key named; nothing downstream re-validates.
 
+pub mod http;
+pub mod load;
 pub mod raw;
+pub mod route;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -12,7 +15,9 @@ use std::time::Duration;
 
 use bitcoin::Network;
 
+pub use self::http::HttpConfig;
 use self::raw::{RawConfig, RawStratum, RawTemplateProvider, RawVardiff};
+pub use self::route::RoutingConfig;
 pub use self::upstream::{DeclarationMode, Endpoint, FailoverConfig, UpstreamConfig};
 use crate::sv1::admission::{parse_net, AdmissionConfig};
 use crate::sv1::vardiff::VardiffConfig;
@@ -61,6 +66,17 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// Handing over to a newer version.
     pub upgrade: UpgradeConfig,
+    /// The operators' HTTP server.
+    pub http: HttpConfig,
+    /// The share ledger.
+    pub ledger: crate::ledger::LedgerConfig,
+    /// Worker to customer (`[[customer]]`), for the ledger and routing.
+    pub customers: ledger_math::CustomerMap,
+    /// Which ASICs mine for which upstreams (`[[route]]`); never empty: without routes, one
+    /// over every upstream.
+    pub routes: Vec<crate::routing::rules::RouteSpec>,
+    /// How the weighted split is kept.
+    pub routing: RoutingConfig,
 }
 
 /// `[upgrade]`, checked.
@@ -102,16 +118,10 @@ impl Config {
         let network = e
             .take(parse_network(raw.network.as_deref().unwrap_or("bitcoin")))
             .unwrap_or(Network::Bitcoin);
+        let books = e.take_all(crate::ledger::config::from_raw(&raw));
         let nodes = e.take_all(raw.node.resolve(network, &raw.policy));
-        if nodes.as_ref().is_some_and(|nodes| {
-            nodes
-                .iter()
-                .any(|n| !matches!(n.backend, template_provider::config::BackendKind::Rpc))
-        }) {
-            e.push(bad(
-                "node.backend",
-                "jd-proxy reads the node over RPC; for Bitcoin Core IPC run template-provider with backend = \"ipc\" and point [template_provider] at it",
-            ));
+        if let Some(err) = nodes.as_deref().and_then(rpc_only) {
+            e.push(err);
         }
         let c = raw.coinbase;
         let payout = e.take(payout(c.payout_address, c.payout_descriptor, network));
@@ -122,6 +132,7 @@ impl Config {
         let template_provider = e.take(template_provider(raw.template_provider));
         let upstreams = e.take(upstream::from_raw(raw.upstream));
         let failover = e.take(FailoverConfig::from_raw(&raw.failover));
+        let http = e.take_all(HttpConfig::from_raw(&raw.http));
         let (
             Some(nodes),
             Some(payout),
@@ -146,12 +157,14 @@ impl Config {
         else {
             return Err(e);
         };
-        if !upstreams.is_empty() && template_provider.is_some() {
-            e.push(bad(
-                "upstream",
-                "pool mode builds jobs from the node's own templates; remove [template_provider] or the upstreams",
-            ));
-        }
+        let (Some((ledger, customers)), Some(http)) = (books, http) else {
+            return Err(e);
+        };
+        let routing = route::from_raw(&raw.route, &raw.routing, &upstreams, &customers);
+        let Some((routes, routing)) = e.take_all(routing) else {
+            return Err(e);
+        };
+        e.take(pool_needs_node(&upstreams, template_provider.as_ref()));
         if !e.is_empty() {
             return Err(e);
         }
@@ -173,8 +186,40 @@ impl Config {
             upgrade: UpgradeConfig {
                 handover_socket: raw.upgrade.handover_socket,
             },
+            ledger,
+            customers,
+            http,
+            routes,
+            routing,
         })
     }
+}
+
+/// Pool mode declares the node's own templates: not those of an external provider.
+fn pool_needs_node(
+    upstreams: &[UpstreamConfig],
+    provider: Option<&TemplateProviderConfig>,
+) -> Result<(), ConfigError> {
+    if !upstreams.is_empty() && provider.is_some() {
+        return Err(bad(
+            "upstream",
+            "pool mode builds jobs from the node's own templates; remove [template_provider] or the upstreams",
+        ));
+    }
+    Ok(())
+}
+
+/// jd-proxy reads its nodes over RPC: an IPC backend is refused, naming its key.
+fn rpc_only(nodes: &[NodeConfig]) -> Option<ConfigError> {
+    let ipc = nodes
+        .iter()
+        .any(|n| !matches!(n.backend, template_provider::config::BackendKind::Rpc));
+    ipc.then(|| {
+        bad(
+            "node.backend",
+            "jd-proxy reads the node over RPC; for Bitcoin Core IPC run template-provider with backend = \"ipc\" and point [template_provider] at it",
+        )
+    })
 }
 
 /// `coinbase.payout_address` or `coinbase.payout_descriptor`, exactly one.

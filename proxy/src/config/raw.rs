@@ -41,6 +41,33 @@ pub struct RawConfig {
     /// `[upgrade]`: handing over to a newer version.
     #[serde(default)]
     pub upgrade: RawUpgrade,
+    /// `[http]`: the operators' API, `/metrics` and dashboard.
+    #[serde(default)]
+    pub http: RawHttp,
+    /// `[ledger]`: the share ledger.
+    #[serde(default)]
+    pub ledger: crate::ledger::config::RawLedger,
+    /// `[[customer]]`: hosting customers and their workers, by name pattern.
+    #[serde(default)]
+    pub customer: Vec<crate::ledger::config::RawCustomer>,
+    /// `[[route]]`: which ASICs mine for which upstreams. None: one route over every upstream.
+    #[serde(default)]
+    pub route: Vec<super::route::RawRoute>,
+    /// `[routing]`: how the weighted split is kept.
+    #[serde(default)]
+    pub routing: super::route::RawRouting,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Where the API, `/metrics` and the dashboard listen; `""` turns the server off.
+    pub listen: Option<String>,
+    /// Workers with series of their own in `/metrics`.
+    pub max_metric_workers: Option<usize>,
+    /// How often work is turned into hashrates, seconds.
+    pub hashrate_sample_secs: Option<f64>,
 }
 
 /// `[upgrade]`.

@@ -33,6 +33,9 @@ pub enum EventKind {
         pool: Option<String>,
         /// Why.
         reason: String,
+        /// The route that moved, when the farm has more than one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     /// A share met the network target.
     BlockFound {

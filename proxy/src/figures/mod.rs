@@ -7,21 +7,27 @@
 
 pub mod asic;
 pub mod events;
+pub mod found;
 pub mod history;
+pub mod latency;
 pub mod rates;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use self::asic::{AsicFigures, Identity, Totals};
-use self::events::Events;
+use self::events::{EventKind, Events};
+use self::found::FoundBlocks;
 use self::history::History;
+use self::latency::TipToNotify;
 use self::rates::Rates;
+use self::upstream::{RouteFigures, UpstreamFigures, UpstreamMode};
 
 /// How often work is turned into hashrates.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -49,6 +55,14 @@ pub struct Board {
     pub events: Events,
     /// The farm's hashrate, minute by minute.
     pub history: Mutex<History>,
+    /// Where mining goes, and the failovers: the first route's state, every route's failovers.
+    pub upstream: UpstreamFigures,
+    /// Each route's figures, set once at start.
+    routes: OnceLock<Vec<Arc<RouteFigures>>>,
+    /// Blocks found and their fates.
+    pub blocks: FoundBlocks,
+    /// New tip → clean job to every session.
+    pub tip_to_notify: TipToNotify,
 }
 
 /// An ASIC on the board; it leaves the board (its totals kept under its worker) when dropped.
@@ -176,10 +190,111 @@ impl Board {
         r
     }
 
+    /// Mining goes `mode` (to `pool`) for `reason`: recorded, and an event when it changed.
+    pub fn upstream_changed(&self, mode: UpstreamMode, pool: Option<&str>, reason: &str) {
+        if self.upstream.set(mode, pool, unix_now()) {
+            self.events.push(EventKind::Upstream {
+                mode: mode.as_str().to_owned(),
+                pool: pool.map(str::to_owned),
+                reason: reason.to_owned(),
+                route: None,
+            });
+        }
+    }
+
+    /// The routes' figures, in configured order (set once at start).
+    pub fn set_routes(&self, routes: Vec<Arc<RouteFigures>>) {
+        let _ = self.routes.set(routes);
+    }
+
+    /// Each route's figures, in configured order; empty before start.
+    pub fn routes(&self) -> &[Arc<RouteFigures>] {
+        self.routes.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// `route` mines `mode` (for `pool`) for `reason`: recorded, with an event when it changed.
+    /// The first route's state is the farm's `upstream` too; with more than one route, the
+    /// event names the route.
+    pub fn route_changed(
+        &self,
+        route: &RouteFigures,
+        mode: UpstreamMode,
+        pool: Option<&str>,
+        reason: &str,
+    ) {
+        let now = unix_now();
+        if route.index == 0 {
+            self.upstream.set(mode, pool, now);
+        }
+        if route.upstream.set(mode, pool, now) {
+            let named = self.routes().len() > 1;
+            self.events.push(EventKind::Upstream {
+                mode: mode.as_str().to_owned(),
+                pool: pool.map(str::to_owned),
+                reason: reason.to_owned(),
+                route: named.then(|| route.name.clone()),
+            });
+        }
+    }
+
+    /// `route` left an upstream for `reason`: counted for the route and for the farm.
+    pub fn route_failed_over(&self, route: &RouteFigures, reason: &'static str) {
+        route.upstream.failed_over(reason);
+        self.upstream.failed_over(reason);
+    }
+
+    /// A share met the network target.
+    pub fn block_found(&self, hash: bitcoin::BlockHash, height: u32, worker: &str) {
+        self.blocks.found(hash, height, worker, unix_now());
+        self.events.push(EventKind::BlockFound {
+            hash: hash.to_string(),
+            height,
+            worker: worker.to_owned(),
+        });
+    }
+
+    /// `by` (a node or a pool) judged a block.
+    pub fn block_fate(&self, hash: bitcoin::BlockHash, by: &str, fate: &str) {
+        self.blocks.fate(hash, by, fate);
+        self.events.push(EventKind::BlockFate {
+            hash: hash.to_string(),
+            by: by.to_owned(),
+            fate: fate.to_owned(),
+        });
+    }
+
+    /// Records the nodes' verdicts from `news` until it closes or `shutdown`.
+    pub async fn follow_blocks(
+        self: Arc<Self>,
+        mut news: tokio::sync::broadcast::Receiver<template_provider::blocks::BlockNews>,
+        shutdown: CancellationToken,
+    ) {
+        use template_provider::blocks::BlockNews;
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                n = news.recv() => n,
+            };
+            match next {
+                // Found blocks are recorded by their session, with the worker's name.
+                Ok(BlockNews::Found { .. }) | Err(RecvError::Lagged(_)) => {}
+                Ok(BlockNews::Fate { hash, node, fate }) => self.block_fate(hash, &node, &fate),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
     /// Turns work into hashrates every [`SAMPLE_EVERY`] until `shutdown`.
     pub async fn sample(self: Arc<Self>, shutdown: CancellationToken) {
+        self.sample_every(SAMPLE_EVERY, shutdown).await;
+    }
+
+    /// Turns work into hashrates every `every` until `shutdown` (`[http] hashrate_sample_secs`;
+    /// tests sample faster).
+    pub async fn sample_every(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
         let mut last: HashMap<u64, f64> = HashMap::new();
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut at = std::time::Instant::now();
         loop {

@@ -205,30 +205,78 @@ pub fn pool_outputs(outputs: &[TxOut], value: Amount) -> Vec<(ScriptBuf, Amount)
         .collect()
 }
 
+/// Where the ids of published jobs end: sessions number the jobs they send again from here
+/// up.
+pub const PUBLISHED_IDS_END: u32 = 0x8000_0000;
+
+/// The ids one publisher hands out, in turn, wrapping around. With several routes each
+/// publisher has a block of its own, so a session moved from one route to another never
+/// holds two jobs under one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobIds {
+    first: u32,
+    last: u32,
+    next: u32,
+}
+
+impl JobIds {
+    /// Block `index` of `count` equal blocks of the ids from 1 below [`PUBLISHED_IDS_END`]
+    /// (`count` at least 1, `index` below it).
+    pub fn block(index: usize, count: usize) -> JobIds {
+        let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+        let index = u32::try_from(index).unwrap_or(u32::MAX).min(count - 1);
+        let span = (PUBLISHED_IDS_END - 1) / count;
+        let first = index * span + 1;
+        JobIds {
+            first,
+            last: first + span - 1,
+            next: first,
+        }
+    }
+
+    /// The next id.
+    pub fn take(&mut self) -> JobId {
+        let id = self.next;
+        self.next = if id >= self.last { self.first } else { id + 1 };
+        JobId::new(id)
+    }
+
+    /// Whether `id` is one of this block's.
+    pub fn holds(&self, id: JobId) -> bool {
+        (self.first..=self.last).contains(&id.get())
+    }
+}
+
 /// Builds jobs from templates under a plan.
 #[derive(Debug)]
 pub struct JobFactory {
     coinbase: CoinbaseConfig,
     layout: ExtranonceLayout,
     plan: Plan,
-    next_id: JobId,
+    ids: JobIds,
 }
 
 impl JobFactory {
-    /// A factory paying `coinbase` in solo mode, with room for `layout`'s extranonce.
+    /// A factory paying `coinbase` in solo mode, with room for `layout`'s extranonce; its ids
+    /// start at 1.
     pub fn new(coinbase: CoinbaseConfig, layout: ExtranonceLayout) -> Self {
         JobFactory {
             coinbase,
             layout,
             plan: Plan::Solo,
-            next_id: JobId::new(1),
+            ids: JobIds::block(0, 1),
         }
     }
 
+    /// The same, numbering its jobs from `ids`.
+    #[must_use]
+    pub fn with_ids(mut self, ids: JobIds) -> Self {
+        self.ids = ids;
+        self
+    }
+
     fn next_id(&mut self) -> JobId {
-        let id = self.next_id;
-        self.next_id = id.next();
-        id
+        self.ids.take()
     }
 
     /// The job for `template` under the current plan; `previous` decides whether it is clean.
@@ -278,6 +326,8 @@ pub struct Publisher {
     pub commands: mpsc::UnboundedReceiver<Command>,
     /// Where sessions read jobs.
     pub jobs: watch::Sender<Arc<Job>>,
+    /// Times new tip → clean job out, when the farm's nodes say when they saw each tip.
+    pub timing: Option<crate::figures::latency::NotifyTiming>,
 }
 
 impl Publisher {
@@ -353,7 +403,11 @@ impl Publisher {
                 if let Plan::Pool(p) = &self.factory.plan {
                     let _ = p.jobs.send(job.clone());
                 }
+                let tip = job.clean.then_some(job.template.prev_hash);
                 self.jobs.send_replace(job);
+                if let (Some(t), Some(tip)) = (&mut self.timing, tip) {
+                    t.clean_job_out(tip);
+                }
             }
             Err(e) => {
                 error!(error = %e, "cannot build a job from the template; miners keep the previous job");
@@ -387,6 +441,35 @@ mod tests {
         // Outputs asking for more than the block has never make value up.
         let got = pool_outputs(&[out(1, 0), out(2, 9_000_000_000)], value);
         assert_eq!(got[0].1, Amount::ZERO);
+    }
+
+    #[test]
+    fn each_route_numbers_its_jobs_in_a_block_of_its_own() {
+        let mut one = JobIds::block(0, 1);
+        assert_eq!(
+            (one.take().get(), one.take().get()),
+            (1, 2),
+            "ids as without routes"
+        );
+        let blocks: Vec<JobIds> = (0..3).map(|i| JobIds::block(i, 3)).collect();
+        for (i, a) in blocks.iter().enumerate() {
+            for (j, b) in blocks.iter().enumerate() {
+                assert!(
+                    i == j || (a.last < b.first || b.last < a.first),
+                    "{a:?} {b:?}"
+                );
+            }
+            assert!(a.first >= 1 && a.last < PUBLISHED_IDS_END, "{a:?}");
+        }
+        let mut last = blocks[2];
+        last.next = last.last;
+        let (end, wrapped) = (last.take(), last.take());
+        assert_eq!(
+            wrapped.get(),
+            blocks[2].first,
+            "wraps within its block after {end}"
+        );
+        assert!(blocks[1].holds(JobIds::block(1, 3).take()));
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Every ASIC's figures.
     pub board: Arc<crate::figures::Board>,
+    /// The vardiff settings in force (`sv1.vardiff` at start); a reload sends new ones, and
+    /// each session takes them at its next tick.
+    pub vardiff: tokio::sync::watch::Receiver<VardiffConfig>,
     /// Descriptors held back for blocks: no connection is accepted while they are short.
     pub fds: Arc<template_provider::blocks::fds::FdReserve>,
+    /// The routes: which one each miner mines for.
+    pub router: Arc<crate::routing::Router>,
 }

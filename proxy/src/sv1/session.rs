@@ -14,24 +14,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bitcoin::Target;
 use mining_types::{Difficulty, Solution};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use self::end::SessionEnd;
 use self::limits::{deadline, Budget, Suggestions};
 pub use self::limits::{Deadline, Timeouts};
+use self::serve::hand_on;
+pub use self::serve::serve;
 use self::work::{Recorded, Work};
 use super::codec::{self, render, Configure, ConfigureReply, DecodeError, Request, Submit};
-use super::conn::{ConnError, Connection};
 use super::extranonce::Lease;
-use super::vardiff::Vardiff;
+use super::vardiff::{Vardiff, VardiffConfig};
 use super::Shared;
 use crate::blocks::FoundBlock;
 use crate::figures::asic::Identity;
 use crate::figures::OnBoard;
 use crate::job::Job;
+use crate::routing::router::SeatGuard;
 use crate::share::{check_share, Reject, ShareCheck, Submission};
-use crate::upstream::shares::{Accepted, LinkId, ShareRoute, UpShare};
+use crate::upstream::shares::{Accepted, LinkId, UpShare};
 
 /// What a session hands on.
 #[derive(Debug)]
@@ -69,6 +70,13 @@ impl Now {
     }
 }
 
+/// What the serve loop takes over once a session is seated on a route: the route's jobs
+/// (when not those it started with) and, on a weighted route, where moves come.
+pub type Handoff = (
+    Option<watch::Receiver<Arc<Job>>>,
+    Option<watch::Receiver<usize>>,
+);
+
 /// One miner's state.
 pub struct Session {
     peer: SocketAddr,
@@ -83,10 +91,18 @@ pub struct Session {
     /// `difficulty.target()`, computed once per change rather than once per job.
     target: Target,
     vardiff: Vardiff,
+    /// The vardiff settings in force, replaced on reload; looked at on each tick.
+    settings: watch::Receiver<VardiffConfig>,
     mining: bool,
     work: Work,
     /// Its figures, once mining.
     on_board: Option<OnBoard>,
+    /// The route it mines for (index among the router's routes), once mining.
+    route: usize,
+    /// Its seat on the route, freed with the session.
+    seat: Option<SeatGuard>,
+    /// For the serve loop, once seated.
+    handoff: Option<Handoff>,
     /// Unix seconds at the last request or tick: the ntime a job sent again moves up to.
     unix: u32,
     budget: Budget,
@@ -103,7 +119,8 @@ pub struct Session {
 impl Session {
     /// A session for a miner at `peer`; `current` is the newest job.
     pub fn new(peer: SocketAddr, shared: Arc<Shared>, current: Arc<Job>, now: Instant) -> Self {
-        let vd = shared.sv1.vardiff;
+        let mut settings = shared.vardiff.clone();
+        let vd = *settings.borrow_and_update();
         Session {
             peer,
             current,
@@ -114,9 +131,13 @@ impl Session {
             difficulty: vd.initial,
             target: vd.initial.target(),
             vardiff: Vardiff::new(vd, now),
+            settings,
             mining: false,
             work: Work::default(),
             on_board: None,
+            route: 0,
+            seat: None,
+            handoff: None,
             unix: Now::current().unix,
             budget: Budget::new(shared.sv1.max_requests_per_sec, now),
             suggestions: Suggestions::default(),
@@ -297,7 +318,9 @@ impl Session {
             version_mask: self.version_mask,
             connected_at: u64::from(self.unix),
         };
-        self.on_board = Some(self.shared.board.join(identity, self.difficulty.get()));
+        let on_board = self.shared.board.join(identity, self.difficulty.get());
+        self.take_seat(on_board.identity.id);
+        self.on_board = Some(on_board);
         self.vardiff.reset(now);
         info!(
             peer = %self.peer,
@@ -306,10 +329,52 @@ impl Session {
             extranonce1 = %self.extranonce1.as_ref().expect("subscribed").value(),
             difficulty = %self.difficulty,
             version_rolling = ?self.version_mask.map(|m| format!("{m:08x}")),
+            route = self.route_name(),
             "ASIC connected"
         );
         render::set_difficulty(&mut self.out, self.difficulty.get());
         self.push_job(self.current.clone(), true);
+    }
+
+    /// Seats the miner on its route (board id `id`): its first job is the route's newest.
+    fn take_seat(&mut self, id: u64) {
+        let worker = self.worker.clone().expect("authorized");
+        let mut seat = self.shared.router.seat(&worker, self.peer.ip(), id);
+        if let Some(jobs) = &mut seat.jobs {
+            self.current = jobs.borrow_and_update().clone();
+        }
+        self.route = seat.route;
+        if seat.jobs.is_some() || seat.moves.is_some() {
+            self.handoff = Some((seat.jobs, seat.moves));
+        }
+        self.seat = Some(seat.guard);
+    }
+
+    /// The route's name, for logs.
+    fn route_name(&self) -> &str {
+        self.shared
+            .router
+            .routes()
+            .get(self.route)
+            .map_or("-", |r| r.figures.name.as_str())
+    }
+
+    /// Once seated: the route's jobs and moves, for the serve loop to follow.
+    pub fn take_handoff(&mut self) -> Option<Handoff> {
+        self.handoff.take()
+    }
+
+    /// Moved to `route` by the rebalancer: the miner gets `job`, the route's newest, at once.
+    /// It is not clean unless it is on another tip: shares the miner is still finding on its
+    /// old route's jobs count there.
+    pub fn move_to(&mut self, route: usize, job: Arc<Job>) {
+        self.route = route;
+        self.current = job.clone();
+        info!(peer = %self.peer, worker = self.worker_name(), route = self.route_name(), "ASIC moved to another route");
+        if self.mining {
+            let d = (self.difficulty, self.target);
+            self.work.push_moved(job, d, &mut self.out);
+        }
     }
 
     /// A new job from the publisher: sent at once to a miner at work, kept for later
@@ -327,9 +392,23 @@ impl Session {
         if !self.mining {
             return;
         }
+        if self.settings.has_changed().unwrap_or(false) {
+            // Reloaded: the new bounds apply now, in the same connection.
+            let config = *self.settings.borrow_and_update();
+            self.vardiff.reconfigure(config);
+            self.change_difficulty(self.vardiff.bound(self.difficulty));
+        }
         if let Some(d) = self.vardiff.on_tick(now.instant, self.difficulty) {
             self.change_difficulty(d);
         }
+    }
+
+    /// How often [`on_tick`](Self::on_tick) is due: the retarget interval in force.
+    pub fn tick_every(&self) -> Duration {
+        self.vardiff
+            .config()
+            .retarget_interval
+            .max(Duration::from_millis(100))
     }
 
     fn push_job(&mut self, job: Arc<Job>, force_clean: bool) {
@@ -449,6 +528,9 @@ impl Session {
             "BLOCK FOUND"
         );
         self.shared.stats.block_found();
+        self.shared
+            .board
+            .block_found(share.hash, job.template.height, &worker);
         self.effects.push(Effect::Block(Box::new(FoundBlock {
             hash: share.hash,
             template: job.template.clone(),
@@ -459,136 +541,9 @@ impl Session {
     }
 }
 
-/// Serves one miner until it leaves, misbehaves, or the proxy shuts down.
-pub async fn serve(
-    mut conn: Connection,
-    mut session: Session,
-    mut jobs: watch::Receiver<Arc<Job>>,
-    shutdown: CancellationToken,
-) {
-    // The settings stay behind the shared Arc: a copy in every miner's task is memory each
-    // idle connection pays.
-    let shared = session.shared.clone();
-    let cfg = &shared.sv1;
-    let mut tick = tokio::time::interval(
-        cfg.vardiff
-            .retarget_interval
-            .max(Duration::from_millis(100)),
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One timer and one shutdown registration for the whole session: building them anew on
-    // every pass of the loop cost more than the job fan-out itself at 10,000 miners.
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
-    let silence = tokio::time::sleep_until(session.deadline().at().into());
-    tokio::pin!(silence);
-    let mut route = ShareRoute::default();
-    let end = loop {
-        // Lines already received are handled before a job switch: the miner sent them while
-        // it still worked on the old job.
-        let step = tokio::select! {
-            biased;
-            () = &mut cancelled => Err(SessionEnd::Shutdown),
-            read = conn.read_line() => match read {
-                Err(ConnError::Closed) => Err(SessionEnd::Closed),
-                Err(e) => Err(SessionEnd::Conn(e)),
-                // The timer is moved lazily, when it fires, not on every line.
-                Ok(line) => session.handle_line(&line, Now::current()),
-            },
-            changed = jobs.changed(), if session.is_mining() => match changed {
-                Err(_) => Err(SessionEnd::JobsStopped),
-                Ok(()) => {
-                    let job = jobs.borrow_and_update().clone();
-                    session.on_job(job);
-                    Ok(())
-                }
-            },
-            _ = tick.tick(), if session.is_mining() => {
-                session.on_tick(Now::current());
-                Ok(())
-            }
-            () = &mut silence => {
-                let deadline = session.deadline();
-                if Instant::now() >= deadline.at() {
-                    Err(SessionEnd::Late(deadline))
-                } else {
-                    silence.as_mut().reset(deadline.at().into());
-                    Ok(())
-                }
-            }
-        };
-        hand_on(&mut session, &mut route);
-        if let Err(end) = step {
-            if matches!(end, SessionEnd::Shutdown) {
-                end::leave(&mut conn, &mut session, &mut route).await;
-            }
-            break end;
-        }
-        // Pipelined requests are answered together in one write.
-        if !session.out.is_empty() && !conn.has_buffered_line() {
-            if let Err(e) = flush(&mut conn, &mut session.out, cfg.write_timeout).await {
-                break e;
-            }
-        }
-    };
-    if !session.out.is_empty() {
-        let _ = flush(&mut conn, &mut session.out, cfg.write_timeout).await;
-    }
-    finish(&session, &end);
-}
-
-/// Passes shares to their links and blocks to the router.
-fn hand_on(session: &mut Session, route: &mut ShareRoute) {
-    for effect in session.effects.drain(..) {
-        match effect {
-            Effect::Share { link, share } => {
-                if route.send(&session.shared.links, link, share).is_err() {
-                    session.shared.stats.pool_dropped(1);
-                }
-            }
-            Effect::Block(block) => session.shared.blocks.found(*block),
-        }
-    }
-}
-
-fn finish(session: &Session, end: &SessionEnd) {
-    session.shared.stats.connection_closed();
-    let side = end.side();
-    if session.is_mining() {
-        info!(peer = %session.peer, worker = session.worker_name(), reason = %end, %side, "ASIC disconnected");
-    } else {
-        debug!(peer = %session.peer, reason = %end, %side, "connection closed before mining");
-    }
-    if matches!(end, SessionEnd::Conn(_) | SessionEnd::NotStratum { .. }) {
-        warn!(peer = %session.peer, worker = session.worker_name(), reason = %end, "miner cut off");
-    }
-}
-
-/// Output buffer capacity kept between writes.
-const OUT_KEEP: usize = 512;
-
-async fn flush(
-    conn: &mut Connection,
-    out: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<(), SessionEnd> {
-    let write = tokio::time::timeout(timeout, conn.write_all(out)).await;
-    out.clear();
-    // Replies fit in a few hundred bytes; a notify line grows the buffer past a kilobyte, and
-    // an idle miner would keep that between tips: give it back (one allocation per job sent
-    // is nothing next to the write it goes with).
-    if out.capacity() > OUT_KEEP {
-        *out = Vec::new();
-    }
-    match write {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(SessionEnd::Write(e)),
-        Err(_) => Err(SessionEnd::WriteTimeout),
-    }
-}
-
 mod end;
 mod limits;
+mod serve;
 #[cfg(test)]
 mod tests;
 mod work;

@@ -22,6 +22,11 @@ pub struct VardiffConfig {
     pub retarget_interval: Duration,
 }
 
+/// Settings that never change, for a server without reloads (tests, fuzzing).
+pub fn fixed(config: VardiffConfig) -> tokio::sync::watch::Receiver<VardiffConfig> {
+    tokio::sync::watch::channel(config).1
+}
+
 /// Shares in a window that trigger an early retarget: a miner far too fast for its difficulty
 /// (a big ASIC on the initial difficulty) is corrected within seconds, not a whole window.
 const FAST_RETARGET_SHARES: u32 = 16;
@@ -33,6 +38,9 @@ const HYSTERESIS: f64 = 1.4;
 #[derive(Debug, Clone)]
 pub struct Vardiff {
     config: VardiffConfig,
+    /// The miner's own minimum, as it asked.
+    asked_floor: Option<Difficulty>,
+    /// The lowest difficulty: the configured one, or the miner's when higher.
     floor: Difficulty,
     window_start: Instant,
     window_work: f64,
@@ -44,6 +52,7 @@ impl Vardiff {
     pub fn new(config: VardiffConfig, now: Instant) -> Self {
         Vardiff {
             config,
+            asked_floor: None,
             floor: config.min,
             window_start: now,
             window_work: 0.0,
@@ -53,7 +62,23 @@ impl Vardiff {
 
     /// The miner's own minimum (`minimum-difficulty`), never below the configured one.
     pub fn set_floor(&mut self, floor: Difficulty) {
+        self.asked_floor = Some(floor);
         self.floor = floor.clamp(self.config.min, self.config.max);
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &VardiffConfig {
+        &self.config
+    }
+
+    /// Takes reloaded settings: new bounds (the miner's own minimum kept within them) and
+    /// targets from the next share on. The window goes on; the caller re-bounds the current
+    /// difficulty.
+    pub fn reconfigure(&mut self, config: VardiffConfig) {
+        self.config = config;
+        self.floor = self
+            .asked_floor
+            .map_or(config.min, |f| f.clamp(config.min, config.max));
     }
 
     /// Keeps a difficulty within the floor and the configured maximum.
@@ -179,6 +204,27 @@ mod tests {
             "clamped at the floor"
         );
         assert_eq!(v.on_tick(start + Duration::from_secs(62), next), None);
+    }
+
+    #[test]
+    fn reloaded_bounds_apply_and_keep_the_miners_minimum() {
+        let mut v = Vardiff::new(config(), Instant::now());
+        v.set_floor(Difficulty::new(500.0).unwrap());
+        let d = |x: f64| Difficulty::new(x).unwrap();
+        v.reconfigure(VardiffConfig {
+            min: d(1000.0),
+            max: d(1e6),
+            ..config()
+        });
+        assert_eq!(
+            v.bound(d(1.0)),
+            d(1000.0),
+            "the new minimum is above the miner's"
+        );
+        assert_eq!(v.bound(d(1e9)), d(1e6), "the new maximum holds");
+        v.reconfigure(config());
+        assert_eq!(v.bound(d(1.0)), d(500.0), "the miner's own minimum again");
+        assert_eq!(v.config().max, d(1e12));
     }
 
     #[test]

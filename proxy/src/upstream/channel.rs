@@ -70,6 +70,20 @@ pub enum LinkError {
 }
 
 impl LinkError {
+    /// Why, as a label from a fixed few: the `reason` of `jd_proxy_failovers_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LinkError::Pool(_) => "pool_connection",
+            LinkError::Channel(_) => "channel_refused",
+            LinkError::Jds(JdError::Refused { .. }) => "declaration_refused",
+            LinkError::Jds(_) => "jds",
+            LinkError::CustomJob(_) => "custom_job_refused",
+            LinkError::Timeout { .. } => "timeout",
+            LinkError::Protocol(_) => "protocol",
+            LinkError::Unusable(_) => "unusable",
+        }
+    }
+
     /// Which side failed: failover, backoff and logs tell the pool from its JDS and from us.
     pub fn side(&self) -> Side {
         match self {
@@ -108,6 +122,10 @@ pub struct OpenContext {
     pub hashrate: f32,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Where the pool's verdicts on blocks go.
+    pub board: Arc<crate::figures::Board>,
+    /// The route this channel mines for: its pool shares and work are counted there.
+    pub route: Arc<crate::figures::upstream::RouteFigures>,
     /// Where the connections' readers and the declarer run.
     pub tracker: TaskTracker,
 }
@@ -197,6 +215,7 @@ impl Channel {
         let full = *mode == DeclarationMode::FullTemplate;
         let mut jd =
             JdClient::connect(&jds.address, jds.authority, full, timeouts, &ctx.tracker).await?;
+        jd.count_into(ctx.stats.declarations.clone());
         let first = jd.allocate(&up.user_identity).await?;
         if first.coinbase_outputs.is_empty() {
             return Err(JdError::Protocol("a token without coinbase outputs".into()).into());
@@ -269,6 +288,7 @@ impl Channel {
         }
         let layout = self.ctx.layout;
         let mut mining = Mining {
+            pool: Arc::from(self.name.as_str()),
             pool_jobs: PoolJobs::new(self.ctx.network, layout.total_len()),
             channel: self,
             tag: registration.tag,
@@ -276,6 +296,7 @@ impl Channel {
             custom: CustomJobs::default(),
             sequence: 0,
             in_flight: VecDeque::new(),
+            blocks_in_flight: Vec::new(),
             work_since_report: 0.0,
             last_report: Instant::now(),
         };
@@ -359,6 +380,8 @@ fn le_target(t: &U256<'_>) -> Target {
 /// A channel at work.
 struct Mining {
     channel: Channel,
+    /// The pool's name, for the route's credits.
+    pool: Arc<str>,
     tag: PoolTag,
     /// Kept so the publisher's sender never looks closed while we run.
     #[allow(dead_code)]
@@ -366,8 +389,11 @@ struct Mining {
     custom: CustomJobs,
     pool_jobs: PoolJobs,
     sequence: u32,
-    /// Submitted shares, oldest first, until the pool's verdict (sequence numbers rise by one).
-    in_flight: VecDeque<(u32, Arc<str>)>,
+    /// Submitted shares, oldest first, until the pool's verdict (sequence numbers rise by one):
+    /// sequence, worker, and the difficulty of the pool's target it was sent at.
+    in_flight: VecDeque<(u32, Arc<str>, f64)>,
+    /// Block shares among them, until the pool's verdict (sequence, block hash).
+    blocks_in_flight: Vec<(u32, bitcoin::BlockHash)>,
     work_since_report: f64,
     last_report: Instant,
 }

@@ -1,6 +1,7 @@
-//! Which upstream the farm mines on: the most preferred one that works, else solo. The
-//! decisions are [`Failover`]'s; this task carries them out. A switch never touches a miner's
-//! connection: every session simply gets a clean job with the new coinbase.
+//! Which upstream a route mines on: the most preferred of its pools that works, else solo.
+//! The decisions are [`Failover`]'s; this task carries them out, one per route. A switch never
+//! touches a miner's connection: every session of the route simply gets a clean job with the
+//! new coinbase, and the other routes see nothing of it.
 //!
 //! While none of the farm's nodes answers there are no templates to declare: the farm mines
 //! the pool's own jobs on a plain channel to the same pool (the pool's node has the tip), and
@@ -20,15 +21,19 @@ use super::failover::Failover;
 use super::shares::Links;
 use super::Mode;
 use crate::config::UpstreamConfig;
+use crate::figures::upstream::{RouteFigures, UpstreamMode};
+use crate::figures::Board;
 use crate::job::{Command, Plan};
 use template_provider::nodes::Serving;
 
 /// Everything the supervisor drives.
 #[derive(Debug)]
 pub struct Supervisor {
-    /// The pools, most preferred first.
+    /// Every configured pool (`[[upstream]]`, in file order).
     pub upstreams: Arc<Vec<UpstreamConfig>>,
-    /// Which to try, and when.
+    /// The route's pools, most preferred first: indices into `upstreams`.
+    pub order: Vec<usize>,
+    /// Which to try, and when: over places in `order`.
     pub failover: Failover,
     /// What opening a channel needs; its hashrate is the farm's last measured one.
     pub open: OpenContext,
@@ -40,6 +45,10 @@ pub struct Supervisor {
     pub mode: watch::Sender<Mode>,
     /// Which of the farm's nodes serves templates (none: the pool's own jobs are mined).
     pub serving: Option<watch::Receiver<Serving>>,
+    /// Where the mode, its changes and the failovers are shown.
+    pub board: Arc<Board>,
+    /// The route's own figures.
+    pub route: Arc<RouteFigures>,
 }
 
 /// A preferred upstream back, or the other kind of channel to the same one.
@@ -64,9 +73,15 @@ async fn connect_first(
 }
 
 impl Supervisor {
-    /// Tries the eligible upstreams of `range` in the background, on the tracker.
+    /// Tries the eligible upstreams at the places `range` of the route's order in the
+    /// background, on the tracker.
     fn probe(&self, range: std::ops::Range<usize>) -> Probe {
-        let order = self.failover.eligible(range, Instant::now());
+        let order = self
+            .failover
+            .eligible(range, Instant::now())
+            .into_iter()
+            .filter_map(|place| self.order.get(place).copied())
+            .collect();
         let upstreams = Arc::new(self.usable_upstreams());
         let tracker: &TaskTracker = &self.open.tracker;
         tracker.spawn(connect_first(upstreams, order, self.open.clone()))
@@ -114,6 +129,11 @@ impl Supervisor {
         }))
     }
 
+    /// The place of upstream `index` in the route's order.
+    fn place(&self, index: usize) -> usize {
+        self.order.iter().position(|&i| i == index).unwrap_or(0)
+    }
+
     fn run_context(&self, stop: CancellationToken, shutdown: &CancellationToken) -> RunContext {
         RunContext {
             links: self.links.clone(),
@@ -127,19 +147,35 @@ impl Supervisor {
     /// again at once, while the pools after it are tried) or a preferred one is back.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut first_try = 0..self.failover.len();
+        let mut why = "start";
         loop {
-            let Some(channel) = self.mine_solo(first_try.clone(), &shutdown).await else {
+            let Some(channel) = self.mine_solo(first_try.clone(), why, &shutdown).await else {
                 return;
             };
             let mut next = Some(channel);
+            let mut entered = "pool_up";
             while let Some(channel) = next.take() {
                 let index = channel.index;
-                match self.mine_pool(channel, &shutdown).await {
+                let taken = Instant::now();
+                match self.mine_pool(channel, entered, &shutdown).await {
                     (Exit::Shutdown, _) => return,
-                    (Exit::Stopped, better) => next = better,
+                    (Exit::Stopped, better) => {
+                        entered = match &better {
+                            Some(b) if b.index != index => "preferred_back",
+                            Some(b) if b.declares() => "node_back",
+                            Some(_) => "node_down",
+                            None => "stopped",
+                        };
+                        self.board.route_failed_over(&self.route, entered);
+                        next = better;
+                    }
                     (Exit::Failed { error, worked }, _) => {
-                        let (wait, after) = self.failover.failed(index, worked, Instant::now());
-                        warn!(upstream = %self.upstreams[index].name, %error, side = %error.side(), retry_in_secs = wait.as_secs(), "leaving upstream");
+                        why = error.reason();
+                        self.board.route_failed_over(&self.route, why);
+                        let now = Instant::now();
+                        let mined = worked.then(|| now.duration_since(taken));
+                        let (wait, after) = self.failover.failed(self.place(index), mined, now);
+                        warn!(route = %self.route.name, upstream = %self.upstreams[index].name, %error, side = %error.side(), retry_in_secs = wait.as_secs(), "leaving upstream");
                         first_try = after;
                     }
                 }
@@ -152,11 +188,14 @@ impl Supervisor {
     async fn mine_solo(
         &mut self,
         first: std::ops::Range<usize>,
+        why: &str,
         shutdown: &CancellationToken,
     ) -> Option<Channel> {
         let _ = self.publisher.send(Command::SetPlan(Plan::Solo));
         self.mode.send_replace(Mode::Solo);
-        info!("mining solo on the local node (blocks pay the farm's payout address) while pools are tried");
+        self.board
+            .route_changed(&self.route, UpstreamMode::Solo, None, why);
+        info!(route = %self.route.name, "mining solo on the local node (blocks pay the farm's payout address) while pools are tried");
         let mut retry = tokio::time::interval(self.open.config.retry_preferred);
         retry.tick().await;
         let mut probe = (!first.is_empty()).then(|| self.probe(first));
@@ -173,7 +212,7 @@ impl Supervisor {
                         Some(channel) => return Some(channel),
                         None if !warned => {
                             warned = true;
-                            warn!("no upstream available: mining solo until one answers");
+                            warn!(route = %self.route.name, "no upstream available: mining solo until one answers");
                         }
                         None => {}
                     }
@@ -187,6 +226,7 @@ impl Supervisor {
     async fn mine_pool(
         &mut self,
         channel: Channel,
+        why: &str,
         shutdown: &CancellationToken,
     ) -> (Exit, Option<Channel>) {
         let index = channel.index;
@@ -195,6 +235,13 @@ impl Supervisor {
             index,
             name: channel.name.clone(),
         });
+        let mode = if declares {
+            UpstreamMode::Declared
+        } else {
+            UpstreamMode::PoolJobs
+        };
+        self.board
+            .route_changed(&self.route, mode, Some(&channel.name), why);
         let stop = CancellationToken::new();
         let run = channel.run(self.run_context(stop.clone(), shutdown));
         tokio::pin!(run);
@@ -217,14 +264,14 @@ impl Supervisor {
                 Ok(()) = changed(&mut serving), if probe.is_none() && better.is_none() => {
                     probe = self.reopen_if_needed(index, declares);
                 }
-                _ = retry.tick(), if index > 0 && probe.is_none() && better.is_none() => {
-                    probe = Some(self.probe(self.failover.preferred_over(Some(index))));
+                _ = retry.tick(), if self.place(index) > 0 && probe.is_none() && better.is_none() => {
+                    probe = Some(self.probe(self.failover.preferred_over(Some(self.place(index)))));
                 }
                 done = wait(&mut probe) => {
                     probe = None;
                     if let Some(b) = done {
                         if b.index != index {
-                            info!(from = %self.upstreams[index].name, to = %b.name, "a preferred upstream is back");
+                            info!(route = %self.route.name, from = %self.upstreams[index].name, to = %b.name, "a preferred upstream is back");
                         }
                         better = Some(b);
                         stop.cancel();

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sv2_wire::AuthorityKeypair;
-use template_provider::server::{Provider, ProviderConfig, RawProviderConfig};
+use template_provider::logging::{self, LogFormat};
+use template_provider::reload::Reloader;
+use template_provider::run;
 
 /// SV2 Template Provider for any Bitcoin node: templates built by your node, served over
 /// encrypted Stratum V2 Template Distribution.
@@ -21,7 +23,9 @@ struct Args {
 enum Command {
     /// Print a fresh authority key pair for the [server] section (clients pin the public key).
     Keygen,
-    /// Serve templates (see examples/template-provider.toml for every key).
+    /// Serve templates (see examples/template-provider.toml for every key). Every key can also
+    /// be set by an environment variable: TEMPLATE_PROVIDER__SERVER__LISTEN is server.listen.
+    /// SIGHUP reloads the farm's policy from the file.
     Run {
         /// The TOML config file.
         #[arg(short, long, value_name = "FILE")]
@@ -35,6 +39,14 @@ enum Command {
         /// Log filter (also RUST_LOG).
         #[arg(long, default_value = "info", env = "RUST_LOG")]
         log: String,
+        /// Log lines for people, or one JSON object per event for log collectors.
+        #[arg(
+            long,
+            value_enum,
+            default_value_t,
+            env = "TEMPLATE_PROVIDER_LOG_FORMAT"
+        )]
+        log_format: LogFormat,
     },
 }
 
@@ -51,30 +63,15 @@ fn main() -> ExitCode {
             listen,
             check_config,
             log,
+            log_format,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|_| "info".into()),
-                )
-                .init();
-            let raw: RawProviderConfig = match std::fs::read_to_string(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {}: {e}", config.display());
-                    return ExitCode::from(2);
-                }
-            };
-            let mut raw = raw;
-            if listen.is_some() {
-                raw.server.listen = listen;
-            }
-            let config = match ProviderConfig::from_raw(raw) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
+            logging::init(&log, log_format);
+            let (loaded, layers) = match run::load(&config, listen.as_deref()) {
+                Ok(l) => l,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("error: {e}");
+                    }
                     return ExitCode::from(2);
                 }
             };
@@ -82,6 +79,8 @@ fn main() -> ExitCode {
                 println!("configuration is valid");
                 return ExitCode::SUCCESS;
             }
+            let load = Box::new(move || run::load(&config, listen.as_deref()));
+            let reloader = Reloader::new(load, &layers, run::LIVE_KEYS);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -89,20 +88,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(async {
-                match Provider::start(config).await {
-                    Ok(p) => {
-                        tracing::info!(listen = %p.local_addr(), "template provider running");
-                        template_provider::stop_signal().await;
-                        p.shutdown().await;
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        ExitCode::FAILURE
-                    }
+            match rt.block_on(run::serve(
+                loaded,
+                reloader,
+                template_provider::stop_signal(),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
                 }
-            })
+            }
         }
     }
 }

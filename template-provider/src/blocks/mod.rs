@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bitcoin::BlockHash;
 use mining_types::Template;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
@@ -77,7 +77,36 @@ struct Inner {
     templates: watch::Receiver<Arc<Template>>,
     reserve: Arc<FdReserve>,
     tracker: TaskTracker,
+    /// Every found block and every verdict, as they happen, for whoever shows them.
+    news: broadcast::Sender<BlockNews>,
 }
+
+/// What happened to a block, as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockNews {
+    /// A block was handed over (before it is journaled).
+    Found {
+        /// Its hash.
+        hash: BlockHash,
+        /// Its height.
+        height: u32,
+        /// Who found it.
+        found_by: String,
+    },
+    /// A node judged it.
+    Fate {
+        /// The block.
+        hash: BlockHash,
+        /// The node's name.
+        node: String,
+        /// As journaled: `accepted`, `duplicate`, `inconclusive`, `rejected: <reason>`, or
+        /// `abandoned: ...`.
+        fate: String,
+    },
+}
+
+/// News kept for a reader that fell behind.
+const NEWS_KEPT: usize = 256;
 
 /// Whether a block made it to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +139,7 @@ impl Blocks {
                 templates,
                 reserve: Arc::new(FdReserve::new(fds::RESERVED)),
                 tracker: tracker.clone(),
+                news: broadcast::Sender::new(NEWS_KEPT),
             }),
         };
         blocks.resubmit(entries);
@@ -121,6 +151,12 @@ impl Blocks {
         self.inner.reserve.clone()
     }
 
+    /// Blocks found and their fates from now on. A reader more than [`NEWS_KEPT`] behind
+    /// misses the oldest (the journal has them all).
+    pub fn news(&self) -> broadcast::Receiver<BlockNews> {
+        self.inner.news.subscribe()
+    }
+
     /// The nodes blocks go to.
     pub fn nodes(&self) -> &[Node] {
         &self.inner.nodes
@@ -129,6 +165,11 @@ impl Blocks {
     /// Journals `block` (synced before this returns), then submits it to every node in tasks
     /// of their own.
     pub async fn found(&self, block: FoundBlock) -> Journaled {
+        let _ = self.inner.news.send(BlockNews::Found {
+            hash: block.hash,
+            height: block.height,
+            found_by: block.found_by.clone(),
+        });
         let block = Arc::new(block);
         let hex = Arc::new(hex::encode(&block.bytes));
         let record = Record::Found {
@@ -206,6 +247,11 @@ impl Blocks {
         let this = self.clone();
         self.inner.tracker.spawn(async move {
             let fate = this.submit_until_verdict(&block, &hex, &node).await;
+            let _ = this.inner.news.send(BlockNews::Fate {
+                hash: block.hash,
+                node: node.name.clone(),
+                fate: fate.clone(),
+            });
             let record = Record::Fate {
                 hash: block.hash,
                 node: node.name.clone(),

@@ -27,6 +27,9 @@ pub enum Update {
     },
     /// A full template from the node.
     Full(Template),
+    /// A full template fetched because the farm's policy changed: published whatever its fees,
+    /// so the new policy reaches miners at once.
+    Reapplied(Template),
 }
 
 /// The fields of `getblockheader` a new tip needs.

@@ -26,6 +26,7 @@ mod config;
 mod filter;
 #[cfg(test)]
 mod fixture;
+mod live;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +39,7 @@ use bitcoin::{Amount, FeeRate, Script, Txid};
 use mining_types::Template;
 
 pub use self::config::{PolicyConfig, PolicyConfigError, MAX_FEERATE_SAT_VB};
+pub use self::live::LivePolicy;
 
 /// Consensus limit on block weight.
 pub const MAX_BLOCK_WEIGHT: u64 = 4_000_000;

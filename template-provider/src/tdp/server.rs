@@ -1,6 +1,7 @@
 //! The Template Distribution server: accepts SV2 clients over Noise, one task each.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,15 @@ pub struct TdpServerConfig {
     pub setup_timeout: Duration,
 }
 
+/// The server's settings and what it reports.
+#[derive(Debug, Clone)]
+pub struct Tdp {
+    /// Its settings.
+    pub config: TdpServerConfig,
+    /// Clients connected now, for the operator.
+    pub clients: Arc<AtomicUsize>,
+}
+
 /// What every session shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -44,7 +54,7 @@ pub(crate) struct Shared {
 /// Serves templates from `templates` until shutdown.
 pub async fn serve(
     listener: TcpListener,
-    config: TdpServerConfig,
+    tdp: Tdp,
     mut templates: watch::Receiver<Arc<Template>>,
     blocks: Blocks,
     tracker: TaskTracker,
@@ -69,6 +79,7 @@ pub async fn serve(
             }
         });
     }
+    let Tdp { config, clients } = tdp;
     let limit = Arc::new(Semaphore::new(config.max_clients));
     let shared = Arc::new(Shared {
         config,
@@ -98,8 +109,11 @@ pub async fn serve(
         let shared = shared.clone();
         let templates = announce.clone();
         let shutdown = shutdown.clone();
+        let clients = clients.clone();
         tracker.spawn(async move {
+            clients.fetch_add(1, Relaxed);
             session::run(stream, peer, shared, templates, shutdown).await;
+            clients.fetch_sub(1, Relaxed);
             drop(permit);
         });
     }

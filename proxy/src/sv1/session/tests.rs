@@ -373,3 +373,32 @@ fn a_full_extranonce_space_refuses_the_subscribe_and_ends_the_session() {
     let r = take(&mut s);
     assert_eq!(r[0]["error"][0], 20, "the miner is told why");
 }
+
+#[test]
+fn reloaded_vardiff_bounds_reach_a_mining_session_at_its_next_tick() {
+    let (shared, reload) = test_support::shared_reloading(1.0);
+    let mut s = Session::new(peer(), shared, job(1), Instant::now());
+    ready(&mut s);
+    take(&mut s);
+    let mut config = *s.vardiff.config();
+    config.min = Difficulty::new(64.0).expect("positive");
+    config.retarget_interval = Duration::from_secs(5);
+    reload.send(config).expect("the session listens");
+    s.on_job(job(2));
+    let out = take(&mut s);
+    assert!(
+        out.iter().all(|l| l["method"] == "mining.notify"),
+        "nothing changes before the tick: {out:?}"
+    );
+    s.on_tick(now());
+    let out = take(&mut s);
+    assert_eq!(out[0]["method"], "mining.set_difficulty", "{out:?}");
+    assert_eq!(out[0]["params"][0], 64.0);
+    assert_eq!(
+        out[1]["method"], "mining.notify",
+        "the job again, at the new difficulty"
+    );
+    assert_eq!(s.tick_every(), Duration::from_secs(5));
+    s.on_tick(now());
+    assert!(take(&mut s).is_empty(), "applied once");
+}

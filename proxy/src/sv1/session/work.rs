@@ -87,6 +87,19 @@ impl Work {
         self.add(job.id, job, (difficulty, target), clean);
     }
 
+    /// Sends `job`, of the route the miner was moved to, under its own id; clean only when it
+    /// is on another tip, so the old route's jobs stay open for shares already being found.
+    pub fn push_moved(
+        &mut self,
+        job: Arc<Job>,
+        (difficulty, target): (Difficulty, Target),
+        out: &mut Vec<u8>,
+    ) {
+        let clean = self.last_prev != Some(job.prev_hash());
+        out.extend_from_slice(job.notify_line_flagged(clean));
+        self.add(job.id, job, (difficulty, target), clean);
+    }
+
     /// The newest job sent.
     pub fn newest(&self) -> Option<Arc<Job>> {
         self.active.back().map(|s| s.job.clone())
@@ -267,6 +280,25 @@ mod tests {
         assert_eq!(w.record(header(7), 5), Ok(Recorded::New));
         w.push(job(2), d(1.0), false, &mut out);
         assert_eq!(w.record(header(7), 5), Err(Reject::Duplicate));
+    }
+
+    #[test]
+    fn a_job_of_another_route_on_the_same_tip_keeps_the_old_ones_open() {
+        let mut w = Work::default();
+        let mut out = Vec::new();
+        w.push(job(1), d(1.0), true, &mut out);
+        out.clear();
+        // The other route's newest job was clean where it was published: not for this miner.
+        w.push_moved(job(0x4000_0001), d(1.0), &mut out);
+        assert_eq!(lines(&out)[0]["params"][8], false);
+        assert!(
+            w.find(JobId::new(1)).is_ok(),
+            "shares on the old route still count"
+        );
+        assert!(w.find(JobId::new(0x4000_0001)).is_ok());
+        out.clear();
+        w.push_moved(job_on(7, template_on(7, 2), None), d(1.0), &mut out);
+        assert_eq!(lines(&out)[0]["params"][8], true, "another tip: clean");
     }
 
     #[test]

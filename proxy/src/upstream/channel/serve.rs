@@ -3,7 +3,11 @@
 
 use mining_sv2::{SetCustomMiningJob, SubmitSharesExtended, UpdateChannel};
 
+use super::super::custom_jobs::JobState;
 use super::*;
+
+/// Block shares whose verdict is awaited (a block is rare: this is only a bound).
+const MAX_BLOCKS_IN_FLIGHT: usize = 64;
 
 /// What woke the channel up.
 enum Input {
@@ -68,10 +72,12 @@ impl Mining {
                 break e;
             }
         };
+        // Asked before `lost` forgets the jobs.
+        let worked = self.custom.any_active();
         self.lost(&mut inbox);
         Exit::Failed {
             error: result,
-            worked: self.custom.any_active(),
+            worked,
         }
     }
 
@@ -219,12 +225,25 @@ impl Mining {
             }
             MESSAGE_TYPE_SUBMIT_SHARES_SUCCESS => {
                 let ok: SubmitSharesSuccess = f.decode()?;
+                let (count, sum) = (ok.new_submits_accepted_count, ok.new_shares_sum);
+                self.channel.ctx.stats.pool_work_acknowledged(sum);
+                self.channel.ctx.route.acknowledged(sum);
+                self.channel
+                    .ctx
+                    .stats
+                    .acks
+                    .accepted(self.channel.index, count, sum);
                 self.on_accepted(ok.last_sequence_number, ok.new_submits_accepted_count);
                 Ok(())
             }
             MESSAGE_TYPE_SUBMIT_SHARES_ERROR => {
                 let err: SubmitSharesError = f.decode()?;
                 let code = err.error_code.as_utf8_or_hex();
+                self.channel
+                    .ctx
+                    .stats
+                    .acks
+                    .refused(self.channel.index, &code);
                 self.on_refused(err.sequence_number, &code);
                 Ok(())
             }
@@ -297,13 +316,15 @@ impl Mining {
         stats.pool_accepted(u64::from(count));
         // One acknowledgement covers every share up to its sequence number that was not
         // refused on its own.
-        while let Some((seq, _)) = self.in_flight.front() {
+        while let Some((seq, _, _)) = self.in_flight.front() {
             if seq.wrapping_sub(last) as i32 > 0 {
                 break;
             }
-            let (_, w) = self.in_flight.pop_front().expect("front exists");
+            let (_, w, d) = self.in_flight.pop_front().expect("front exists");
             stats.pool_verdict(&w, 1, 0);
+            self.channel.ctx.route.accepted(&self.pool, &w, d);
         }
+        self.blocks_judged(|seq| (seq.wrapping_sub(last) as i32 <= 0).then(|| "accepted".into()));
         debug!(upstream = %self.channel.name, accepted = count, last, "pool acknowledged shares");
     }
 
@@ -313,12 +334,14 @@ impl Mining {
         let worker = self
             .in_flight
             .iter()
-            .position(|(seq, _)| *seq == sequence)
+            .position(|(seq, _, _)| *seq == sequence)
             .and_then(|i| self.in_flight.remove(i))
-            .map(|(_, w)| w);
+            .map(|(_, w, _)| w);
         if let Some(w) = &worker {
             stats.pool_verdict(w, 0, 1);
         }
+        self.channel.ctx.route.refused(&self.pool, worker.as_ref());
+        self.blocks_judged(|seq| (seq == sequence).then(|| format!("rejected: {code}")));
         warn!(upstream = %self.channel.name, worker = worker.as_deref().unwrap_or("-"), %code, "pool rejected a share");
     }
 
@@ -384,11 +407,39 @@ impl Mining {
         if s.is_block {
             info!(upstream = %self.channel.name, hash = %s.hash, worker = %s.worker, "block share sent to the pool");
         }
-        self.in_flight.push_back((self.sequence, s.worker));
+        // Jobs are active by the time their shares go up: this is the pool's target for it.
+        let difficulty = match self.custom.state(s.job) {
+            Some(JobState::Active(_, target)) => target.difficulty_float(),
+            _ => 0.0,
+        };
+        self.channel.ctx.stats.pool_work_sent(difficulty);
+        self.channel.ctx.route.sent(difficulty);
+        if s.is_block {
+            if self.blocks_in_flight.len() >= MAX_BLOCKS_IN_FLIGHT {
+                self.blocks_in_flight.remove(0);
+            }
+            self.blocks_in_flight.push((self.sequence, s.hash));
+        }
+        self.in_flight
+            .push_back((self.sequence, s.worker, difficulty));
         if self.in_flight.len() > MAX_IN_FLIGHT {
             self.in_flight.pop_front();
         }
         Ok(())
+    }
+
+    /// Block shares the pool just judged: `verdict` gives the fate of a sequence number it
+    /// covers. Each goes to the board under this pool's name.
+    fn blocks_judged(&mut self, verdict: impl Fn(u32) -> Option<String>) {
+        let (board, name) = (&self.channel.ctx.board, &self.channel.name);
+        self.blocks_in_flight
+            .retain(|(seq, hash)| match verdict(*seq) {
+                Some(fate) => {
+                    board.block_fate(*hash, name, &fate);
+                    false
+                }
+                None => true,
+            });
     }
 
     async fn flush(&mut self) -> Result<(), LinkError> {

@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use super::thread::{ConnectError, Event};
 use super::IpcError;
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{LivePolicy, Policy, PolicyError};
 
 /// A template announced by the node, waiting for its transactions (and, on a new tip, for its
 /// `SetNewPrevHash`).
@@ -98,7 +98,8 @@ pub enum TemplateError {
 pub(super) struct Driver {
     network: Network,
     socket: PathBuf,
-    policy: Policy,
+    /// Read for each template, so a reload applies to the next one.
+    policy: LivePolicy,
     events: mpsc::UnboundedReceiver<Event>,
     session: Option<Session>,
     next_base: u64,
@@ -116,7 +117,7 @@ impl Driver {
     pub(super) fn new(
         network: Network,
         socket: PathBuf,
-        policy: Policy,
+        policy: LivePolicy,
         events: mpsc::UnboundedReceiver<Event>,
     ) -> Self {
         Driver {
@@ -350,7 +351,7 @@ impl Driver {
             Ok(t) => t,
             Err(e) => return Step::Refused(Refusal::Template(e)),
         };
-        let template = match filter(&self.policy, template) {
+        let template = match filter(&self.policy.current(), template) {
             Ok(t) => t,
             Err(e) => return Step::Refused(Refusal::Policy(e)),
         };

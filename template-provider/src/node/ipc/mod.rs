@@ -45,7 +45,7 @@ pub use self::driver::TemplateError;
 pub use self::thread::ConnectError;
 use self::thread::IpcThread;
 pub use crate::config::IpcConfig;
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{LivePolicy, PolicyError};
 
 /// The IPC schema family spoken: Bitcoin Core v31.x.
 const CORE_VERSION: BitcoinCoreVersion = BitcoinCoreVersion::V31X;
@@ -122,7 +122,7 @@ pub enum IpcError {
 /// 30 s, or a first template the farm's policy cannot be applied to.
 pub async fn spawn(
     config: IpcConfig,
-    policy: Policy,
+    policy: impl Into<LivePolicy>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<watch::Receiver<Arc<Template>>, IpcError> {
@@ -157,7 +157,12 @@ pub async fn spawn(
         let _ = done_rx.await;
     });
 
-    let mut driver = Driver::new(config.network, config.socket.clone(), policy, events_rx);
+    let mut driver = Driver::new(
+        config.network,
+        config.socket.clone(),
+        policy.into(),
+        events_rx,
+    );
     let first = tokio::time::timeout(FIRST_TEMPLATE_TIMEOUT, driver.first_template()).await;
     let rx = match first {
         Ok(Ok(rx)) => rx,
@@ -204,7 +209,7 @@ impl super::NodeBackend for IpcBackend {
     ) -> Result<watch::Receiver<Arc<Template>>, super::NodeError> {
         self.rpc.prioritise().await?;
         tracing::info!(socket = %self.config.socket.display(), "templates from the node over IPC");
-        let policy = self.rpc.config().policy.clone();
+        let policy = self.rpc.live_policy().clone();
         Ok(spawn(self.config.clone(), policy, tracker, shutdown).await?)
     }
 
