@@ -128,5 +128,7 @@ pub fn shared(initial: Difficulty, layout: ExtranonceLayout) -> Arc<Shared> {
         // Empty: the reserve gates accepting connections, which no session does, and opening
         // descriptors for every input would only slow the fuzzer down.
         fds: Arc::new(FdReserve::default()),
+        // One route, nothing tracked.
+        router: None,
     })
 }

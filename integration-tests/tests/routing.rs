@@ -21,8 +21,9 @@ use jd_proxy::{Mode, Proxy};
 use sv1_miner::{MinerEvent, MinerHandle};
 use tokio_util::sync::CancellationToken;
 
-/// Each test, setup included, ends within this.
-const LIMIT: Duration = Duration::from_secs(110);
+/// Each test, setup included, ends within this (about 60 s for the longest; a first run on a
+/// machine also mines the premined chain, a few seconds a block).
+const LIMIT: Duration = Duration::from_secs(120);
 /// The share difficulty every miner is held at: 10 shares a second at 10 kH/s (the chain's
 /// blocks take about 4.8 million hashes).
 const DIFFICULTY: f64 = 2.33e-7;
@@ -307,7 +308,7 @@ async fn customers_credited(proxy: &Proxy) -> anyhow::Result<()> {
     let credited = |route: &str, worker: &str| {
         credits(proxy)[route]
             .iter()
-            .any(|(_, w, accepted, _)| w == worker && *accepted > 0)
+            .any(|(_, w, accepted, _)| w == worker && *accepted >= 5)
     };
     let all = wait_until(Duration::from_secs(40), || async {
         ["alice.1", "alice.2"].iter().all(|w| credited("alice", w))

@@ -127,7 +127,7 @@ impl Proxy {
             stats: stats.clone(),
             fds: sources.fds.clone(),
             board: board.clone(),
-            router: router.clone(),
+            router: Some(router.clone()),
         });
         let served = serve_miners(&config, shared, jobs.clone(), &tracker, &shutdown).await?;
         tracker.spawn(log_status(stats.clone(), router.clone(), shutdown.clone()));

@@ -169,30 +169,7 @@ pub fn shared_with(
         stats: Arc::new(Stats::default()),
         fds: Arc::new(template_provider::blocks::fds::FdReserve::new(2)),
         board: crate::figures::Board::new(),
-        router: one_route(),
+        router: None,
     });
     (shared, found)
-}
-
-/// The router of a farm without routes: one route, nothing tracked.
-pub fn one_route() -> Arc<crate::routing::Router> {
-    use crate::routing::router::RouteLive;
-    use crate::routing::rules::{Matcher, RouteSpec, RouteTable};
-    let spec = RouteSpec {
-        name: "default".into(),
-        matcher: Matcher::Default,
-        upstreams: vec![],
-    };
-    let customers = ledger_math::CustomerMap::new(&[], "farm").expect("no rules");
-    let live = RouteLive {
-        figures: crate::figures::upstream::RouteFigures::new(0, "default"),
-        jobs: tokio::sync::watch::channel(job(1)).1,
-        mode: tokio::sync::watch::channel(crate::upstream::Mode::Solo).1,
-        commands: tokio::sync::mpsc::unbounded_channel().0,
-    };
-    Arc::new(crate::routing::Router::new(
-        RouteTable::new(vec![spec], customers),
-        vec![live],
-        0.02,
-    ))
 }

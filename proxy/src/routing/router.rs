@@ -239,43 +239,54 @@ impl Router {
 
     /// Takes in the measured hashrates (`rates`, by board id; ASICs not in it are not measured
     /// yet) and moves the fewest ASICs that bring the weighted routes within the tolerance.
+    /// Only the moves and the bookkeeping are done under the lock.
     pub fn rebalance(&self, rates: &HashMap<u64, f64>) -> Vec<Moved> {
         let Some(w) = &self.weighted else {
             return Vec::new();
         };
-        let mut guard = self.lock();
-        let seats = &mut *guard;
-        for (id, s) in &mut seats.weighted {
-            s.rate = rates.get(id).copied().filter(|r| *r > 0.0);
-        }
-        let mut placed: Vec<Placed> = seats
+        let rate = |id: &u64| rates.get(id).copied().filter(|r| *r > 0.0);
+        // The moves are worked out off the lock: ASICs keep being seated meanwhile.
+        let mut placed: Vec<Placed> = self
+            .lock()
             .weighted
             .iter()
-            .map(|(&id, s)| Placed {
-                id,
+            .map(|(id, s)| Placed {
+                id: *id,
                 route: s.slot,
-                hashrate: s.rate,
+                hashrate: rate(id),
             })
             .collect();
         placed.sort_by_key(|p| p.id);
         let moves = w.split.rebalance(&placed, self.tolerance);
+        let mut guard = self.lock();
+        let seats = &mut *guard;
         let mut done = Vec::with_capacity(moves.len());
         for m in &moves {
+            // Gone meanwhile: its move is moot.
+            let Some(s) = seats.weighted.get_mut(&m.id).filter(|s| s.slot == m.from) else {
+                continue;
+            };
             let (from, to) = (w.routes[m.from], w.routes[m.to]);
-            if let Some(s) = seats.weighted.get_mut(&m.id) {
-                s.slot = m.to;
-                s.route.send_replace(to);
-            }
+            s.slot = m.to;
+            s.route.send_replace(to);
             seats.route_of.insert(m.id, to);
             seats.counts[from] = seats.counts[from].saturating_sub(1);
             seats.counts[to] += 1;
             done.push(Moved { id: m.id, from, to });
         }
-        for p in &mut placed {
-            if let Some(s) = seats.weighted.get(&p.id) {
-                p.route = s.slot;
-            }
-        }
+        // What newcomers are weighed against, from every seat as it stands now.
+        placed = seats
+            .weighted
+            .iter_mut()
+            .map(|(id, s)| {
+                s.rate = rate(id);
+                Placed {
+                    id: *id,
+                    route: s.slot,
+                    hashrate: s.rate,
+                }
+            })
+            .collect();
         seats.guess = median_rate(&placed);
         seats.loads = w.split.loads(&placed);
         let guess = seats.guess;

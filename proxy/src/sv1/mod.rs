@@ -73,6 +73,7 @@ pub struct Shared {
     pub vardiff: tokio::sync::watch::Receiver<VardiffConfig>,
     /// Descriptors held back for blocks: no connection is accepted while they are short.
     pub fds: Arc<template_provider::blocks::fds::FdReserve>,
-    /// The routes: which one each miner mines for.
-    pub router: Arc<crate::routing::Router>,
+    /// The routes: which one each miner mines for. `None`: a single route and nothing to
+    /// track (what tools and tests that run sessions on their own use).
+    pub router: Option<Arc<crate::routing::Router>>,
 }

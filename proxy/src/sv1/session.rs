@@ -338,8 +338,11 @@ impl Session {
 
     /// Seats the miner on its route (board id `id`): its first job is the route's newest.
     fn take_seat(&mut self, id: u64) {
+        let Some(router) = &self.shared.router else {
+            return;
+        };
         let worker = self.worker.clone().expect("authorized");
-        let mut seat = self.shared.router.seat(&worker, self.peer.ip(), id);
+        let mut seat = router.seat(&worker, self.peer.ip(), id);
         if let Some(jobs) = &mut seat.jobs {
             self.current = jobs.borrow_and_update().clone();
         }
@@ -352,11 +355,12 @@ impl Session {
 
     /// The route's name, for logs.
     fn route_name(&self) -> &str {
-        self.shared
+        let route = self
+            .shared
             .router
-            .routes()
-            .get(self.route)
-            .map_or("-", |r| r.figures.name.as_str())
+            .as_ref()
+            .and_then(|r| r.routes().get(self.route));
+        route.map_or("default", |r| r.figures.name.as_str())
     }
 
     /// Once seated: the route's jobs and moves, for the serve loop to follow.

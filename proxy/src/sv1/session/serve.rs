@@ -83,8 +83,8 @@ pub async fn serve(
             }
             moves = route_moves.or(moves);
         }
-        if let Some(to) = moved {
-            jobs = shared.router.jobs(to);
+        if let Some((to, router)) = moved.zip(shared.router.as_ref()) {
+            jobs = router.jobs(to);
             let job = jobs.borrow_and_update().clone();
             session.move_to(to, job);
         }
