@@ -15,59 +15,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{BlockHash, CompactTarget, Network};
-use mining_types::{NextBlock, Template, TemplateId};
+use mining_types::{NextBlock, Template, TemplateId, TemplateKind};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-mod update;
-pub use update::{decide, Decision, UpdatePolicy};
+mod config;
+pub use config::{TemplateSourceConfig, UpdatePolicy};
 
 use crate::figures::SourceFigures;
 use crate::node::gbt::BlockTemplateReply;
 use crate::node::rpc::{RawReply, RpcClient, RpcError};
 use crate::node::tip::{watch_tip, HeaderInfo, Update};
 use crate::node::{core_chain_name, ChainInfo, NodeBackend, NodeError, Verdict};
-use crate::policy::{LivePolicy, Policy};
-
-/// How the source watches the node.
-#[derive(Debug, Clone)]
-pub struct TemplateSourceConfig {
-    /// The chain the farm mines; the node must be on it.
-    pub network: Network,
-    /// How long one `waitfornewblock` / `getblocktemplate` long poll may wait.
-    pub long_poll: Duration,
-    /// Fallback tip polling interval for nodes without `waitfornewblock`.
-    pub poll_interval: Duration,
-    /// A fresh full template at least this often, even when the node's long poll is quiet.
-    pub refresh_interval: Duration,
-    /// The node's ZMQ `hashblock` publisher (`-zmqpubhashblock`), e.g. `tcp://127.0.0.1:28332`.
-    pub zmq_hashblock: Option<String>,
-    /// The farm's transaction policy at start, applied to every template the node gives; a
-    /// reload replaces it in the source's [`LivePolicy`](TemplateSource::live_policy).
-    pub policy: Policy,
-    /// Txids the node is asked to rank first, with the fee bonus in satoshis.
-    pub prioritise: Vec<(bitcoin::Txid, i64)>,
-    /// When a same-tip template replaces the published one.
-    pub updates: UpdatePolicy,
-}
-
-impl Default for TemplateSourceConfig {
-    fn default() -> Self {
-        TemplateSourceConfig {
-            network: Network::Bitcoin,
-            long_poll: Duration::from_secs(20),
-            poll_interval: Duration::from_millis(500),
-            refresh_interval: Duration::from_secs(30),
-            zmq_hashblock: None,
-            policy: Policy::default(),
-            prioritise: Vec::new(),
-            updates: UpdatePolicy::default(),
-        }
-    }
-}
+use crate::policy::LivePolicy;
 
 /// Templates from a JSON-RPC node.
 #[derive(Debug, Clone)]
@@ -423,6 +386,39 @@ async fn publish(
     }
 }
 
+/// What the publisher does with a full template from the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A new tip, or a full template replacing an empty one: published at once.
+    NewTip,
+    /// A same-tip template worth the switch: published.
+    Update,
+    /// Not published, and why.
+    Drop(&'static str),
+}
+
+/// Decides on `new` given the published `current`.
+pub fn decide(
+    current: &Template,
+    new: &Template,
+    since_last: Duration,
+    policy: &UpdatePolicy,
+) -> Decision {
+    if new.height < current.height {
+        return Decision::Drop("older height");
+    }
+    if new.prev_hash != current.prev_hash || current.kind == TemplateKind::Empty {
+        return Decision::NewTip;
+    }
+    if new.fees() < current.fees() + policy.fee_threshold {
+        return Decision::Drop("fee gain below the threshold");
+    }
+    if since_last < policy.min_interval {
+        return Decision::Drop("rate limited");
+    }
+    Decision::Update
+}
+
 /// Long-polls `getblocktemplate`; falls back to a plain fetch every refresh interval.
 async fn watch_templates(
     source: TemplateSource,
@@ -508,5 +504,88 @@ impl NodeBackend for TemplateSource {
     async fn submit_block(&self, block: &[u8]) -> Result<Verdict, NodeError> {
         let reason = self.rpc.submit_block(&hex::encode(block)).await?;
         Ok(Verdict::from_submitblock(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, Txid, Wtxid};
+    use mining_types::TemplateTx;
+
+    fn template(prev: u8, height: u32, fees: u64, kind: TemplateKind) -> Template {
+        let tx = TemplateTx {
+            txid: Txid::all_zeros(),
+            wtxid: Wtxid::all_zeros(),
+            data: vec![],
+            fee: Some(Amount::from_sat(fees)),
+            weight: 400,
+            depends: vec![],
+        };
+        Template {
+            id: TemplateId::new(1),
+            kind,
+            network: Network::Regtest,
+            height,
+            prev_hash: BlockHash::from_byte_array([prev; 32]),
+            version: bitcoin::block::Version::from_consensus(0x2000_0000),
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            min_time: 0,
+            cur_time: 0,
+            coinbase_value: Amount::from_sat(5_000_000_000 + fees),
+            witness_commitment: None,
+            txs: Arc::new(vec![tx]),
+            merkle_path: vec![],
+        }
+    }
+
+    #[test]
+    fn new_tips_always_pass_and_updates_need_fees_and_time() {
+        let p = UpdatePolicy {
+            fee_threshold: Amount::from_sat(1_000),
+            min_interval: Duration::from_secs(5),
+        };
+        let cur = template(1, 100, 5_000, TemplateKind::Full);
+        let long = Duration::from_secs(60);
+        assert_eq!(
+            decide(
+                &cur,
+                &template(2, 101, 0, TemplateKind::Full),
+                Duration::ZERO,
+                &p
+            ),
+            Decision::NewTip
+        );
+        assert_eq!(
+            decide(
+                &template(1, 100, 0, TemplateKind::Empty),
+                &cur,
+                Duration::ZERO,
+                &p
+            ),
+            Decision::NewTip
+        );
+        assert_eq!(
+            decide(&cur, &template(1, 100, 5_999, TemplateKind::Full), long, &p),
+            Decision::Drop("fee gain below the threshold")
+        );
+        assert_eq!(
+            decide(&cur, &template(1, 100, 6_000, TemplateKind::Full), long, &p),
+            Decision::Update
+        );
+        assert_eq!(
+            decide(
+                &cur,
+                &template(1, 100, 9_000, TemplateKind::Full),
+                Duration::from_secs(1),
+                &p
+            ),
+            Decision::Drop("rate limited")
+        );
+        assert_eq!(
+            decide(&cur, &template(0, 99, 9_000, TemplateKind::Full), long, &p),
+            Decision::Drop("older height")
+        );
     }
 }

@@ -14,25 +14,24 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bitcoin::Target;
 use mining_types::{Difficulty, Solution};
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 pub use self::end::SessionEnd;
 use self::limits::{deadline, Budget, Suggestions};
 pub use self::limits::{Deadline, Timeouts};
-use self::serve::hand_on;
-pub use self::serve::serve;
 use self::work::{Recorded, Work};
-use super::codec::{self, render, Configure, ConfigureReply, DecodeError, Request, Submit};
+use super::codec::{self, render, DecodeError, Request, Submit};
+use super::conn::{ConnError, Connection};
 use super::extranonce::Lease;
 use super::vardiff::{Vardiff, VardiffConfig};
 use super::Shared;
 use crate::blocks::FoundBlock;
-use crate::figures::asic::Identity;
 use crate::figures::OnBoard;
 use crate::job::Job;
 use crate::routing::router::SeatGuard;
 use crate::share::{check_share, Reject, ShareCheck, Submission};
-use crate::upstream::shares::{Accepted, LinkId, UpShare};
+use crate::upstream::shares::{Accepted, LinkId, ShareRoute, UpShare};
 
 /// What a session hands on.
 #[derive(Debug)]
@@ -234,135 +233,6 @@ impl Session {
         Ok(())
     }
 
-    fn subscribe(&mut self, id: &str, agent: Option<&str>, now: Instant) -> Result<(), SessionEnd> {
-        if self.extranonce1.is_none() {
-            match self.shared.extranonces.allocate() {
-                Some(lease) => self.extranonce1 = Some(lease),
-                None => {
-                    render::error(&mut self.out, id, 20, "no free extranonce1; try later");
-                    return Err(SessionEnd::ExtranonceSpace);
-                }
-            }
-        }
-        self.agent = agent.map(|a| a.chars().take(64).collect());
-        let en1 = self.extranonce1.as_ref().expect("allocated above").value();
-        let en2_len = self.shared.sv1.layout.extranonce2_len();
-        render::subscribed(&mut self.out, id, &en1.to_string(), en2_len);
-        self.maybe_start(now);
-        Ok(())
-    }
-
-    fn suggest_difficulty(&mut self, d: f64, now: Instant) {
-        // Each honoured suggestion is a new difficulty and a job sent again: a miner that
-        // suggests in a loop gets them at a bounded pace and one log line.
-        if !self.suggestions.allow(now) {
-            if self.suggestions.ignored == 1 {
-                info!(peer = %self.peer, worker = self.worker_name(), "difficulty suggestions too often; honouring one per 10 s");
-            }
-            return;
-        }
-        match Difficulty::new(d) {
-            Ok(d) => {
-                let d = self.vardiff.bound(d);
-                self.vardiff.reset(now);
-                if self.mining {
-                    self.change_difficulty(d);
-                } else {
-                    self.set_difficulty(d);
-                }
-            }
-            Err(e) => debug!(peer = %self.peer, error = %e, "ignored difficulty suggestion"),
-        }
-    }
-
-    fn configure(&mut self, id: &str, c: Configure) {
-        let mut reply = ConfigureReply::default();
-        if let Some(asked) = c.version_rolling {
-            let mask = asked & self.shared.sv1.version_mask;
-            reply.version_rolling = Some((mask != 0).then_some(mask));
-            if mask != 0 {
-                self.version_mask = Some(mask);
-            }
-        }
-        if let Some(min) = c.minimum_difficulty {
-            reply.minimum_difficulty = true;
-            if let Some(min) = min.and_then(|m| Difficulty::new(m).ok()) {
-                self.vardiff.set_floor(min);
-                let bounded = self.vardiff.bound(self.difficulty);
-                if self.mining {
-                    self.change_difficulty(bounded);
-                } else {
-                    self.set_difficulty(bounded);
-                }
-            }
-        }
-        // The extranonce of a connection never changes, so there is nothing to announce.
-        reply.subscribe_extranonce = c.subscribe_extranonce;
-        reply.unknown = c.unknown;
-        render::configured(&mut self.out, id, &reply);
-    }
-
-    /// Work goes out once the miner is both subscribed and authorized, so the subscribe reply
-    /// is always the first line after the subscribe request.
-    fn maybe_start(&mut self, now: Instant) {
-        if self.mining || self.extranonce1.is_none() || self.worker.is_none() {
-            return;
-        }
-        self.mining = true;
-        self.shared.stats.miner_started();
-        let identity = Identity {
-            id: 0,
-            worker: self.worker.clone().expect("authorized"),
-            peer: self.peer,
-            agent: self.agent.as_deref().map(Arc::from),
-            version_mask: self.version_mask,
-            connected_at: u64::from(self.unix),
-        };
-        let on_board = self.shared.board.join(identity, self.difficulty.get());
-        self.take_seat(on_board.identity.id);
-        self.on_board = Some(on_board);
-        self.vardiff.reset(now);
-        info!(
-            peer = %self.peer,
-            worker = self.worker_name(),
-            agent = self.agent.as_deref().unwrap_or("-"),
-            extranonce1 = %self.extranonce1.as_ref().expect("subscribed").value(),
-            difficulty = %self.difficulty,
-            version_rolling = ?self.version_mask.map(|m| format!("{m:08x}")),
-            route = self.route_name(),
-            "ASIC connected"
-        );
-        render::set_difficulty(&mut self.out, self.difficulty.get());
-        self.push_job(self.current.clone(), true);
-    }
-
-    /// Seats the miner on its route (board id `id`): its first job is the route's newest.
-    fn take_seat(&mut self, id: u64) {
-        let Some(router) = &self.shared.router else {
-            return;
-        };
-        let worker = self.worker.clone().expect("authorized");
-        let mut seat = router.seat(&worker, self.peer.ip(), id);
-        if let Some(jobs) = &mut seat.jobs {
-            self.current = jobs.borrow_and_update().clone();
-        }
-        self.route = seat.route;
-        if seat.jobs.is_some() || seat.moves.is_some() {
-            self.handoff = Some((seat.jobs, seat.moves));
-        }
-        self.seat = Some(seat.guard);
-    }
-
-    /// The route's name, for logs.
-    fn route_name(&self) -> &str {
-        let route = self
-            .shared
-            .router
-            .as_ref()
-            .and_then(|r| r.routes().get(self.route));
-        route.map_or("default", |r| r.figures.name.as_str())
-    }
-
     /// Once seated: the route's jobs and moves, for the serve loop to follow.
     pub fn take_handoff(&mut self) -> Option<Handoff> {
         self.handoff.take()
@@ -545,9 +415,173 @@ impl Session {
     }
 }
 
+/// Serves one miner until it leaves, misbehaves, or the proxy shuts down.
+pub async fn serve(
+    mut conn: Connection,
+    mut session: Session,
+    mut jobs: watch::Receiver<Arc<Job>>,
+    shutdown: CancellationToken,
+) {
+    // The settings stay behind the shared Arc: a copy in every miner's task is memory each
+    // idle connection pays.
+    let shared = session.shared.clone();
+    let cfg = &shared.sv1;
+    let mut tick = ticks(session.tick_every());
+    // One timer and one shutdown registration for the whole session: building them anew on
+    // every pass of the loop cost more than the job fan-out itself at 10,000 miners.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let silence = tokio::time::sleep_until(session.deadline().at().into());
+    tokio::pin!(silence);
+    let mut route = ShareRoute::default();
+    // On a weighted route: the route from now on, as the rebalancer moves the miner.
+    let mut moves: Option<watch::Receiver<usize>> = None;
+    let end = loop {
+        let mut moved = None;
+        // Lines already received are handled before a job switch: the miner sent them while
+        // it still worked on the old job.
+        let step = tokio::select! {
+            biased;
+            () = &mut cancelled => Err(SessionEnd::Shutdown),
+            read = conn.read_line() => match read {
+                Err(ConnError::Closed) => Err(SessionEnd::Closed),
+                Err(e) => Err(SessionEnd::Conn(e)),
+                // The timer is moved lazily, when it fires, not on every line.
+                Ok(line) => session.handle_line(&line, Now::current()),
+            },
+            changed = jobs.changed(), if session.is_mining() => match changed {
+                Err(_) => Err(SessionEnd::JobsStopped),
+                Ok(()) => {
+                    let job = jobs.borrow_and_update().clone();
+                    session.on_job(job);
+                    Ok(())
+                }
+            },
+            to = next_move(&mut moves), if session.is_mining() => {
+                moved = to;
+                Ok(())
+            }
+            _ = tick.tick(), if session.is_mining() => {
+                session.on_tick(Now::current());
+                if tick.period() != session.tick_every() {
+                    tick = ticks(session.tick_every());
+                }
+                Ok(())
+            }
+            () = &mut silence => {
+                let deadline = session.deadline();
+                if Instant::now() >= deadline.at() {
+                    Err(SessionEnd::Late(deadline))
+                } else {
+                    silence.as_mut().reset(deadline.at().into());
+                    Ok(())
+                }
+            }
+        };
+        if let Some((route_jobs, route_moves)) = session.take_handoff() {
+            // Seated on its route: from now on the miner follows that route's jobs.
+            if let Some(j) = route_jobs {
+                jobs = j;
+            }
+            moves = route_moves.or(moves);
+        }
+        if let Some((to, router)) = moved.zip(shared.router.as_ref()) {
+            jobs = router.jobs(to);
+            let job = jobs.borrow_and_update().clone();
+            session.move_to(to, job);
+        }
+        hand_on(&mut session, &mut route);
+        if let Err(end) = step {
+            if matches!(end, SessionEnd::Shutdown) {
+                end::leave(&mut conn, &mut session, &mut route).await;
+            }
+            break end;
+        }
+        // Pipelined requests are answered together in one write.
+        if !session.out.is_empty() && !conn.has_buffered_line() {
+            if let Err(e) = flush(&mut conn, &mut session.out, cfg.write_timeout).await {
+                break e;
+            }
+        }
+    };
+    if !session.out.is_empty() {
+        let _ = flush(&mut conn, &mut session.out, cfg.write_timeout).await;
+    }
+    finish(&session, &end);
+}
+
+/// The route the rebalancer moves the miner to; pending forever without moves to follow.
+async fn next_move(moves: &mut Option<watch::Receiver<usize>>) -> Option<usize> {
+    let Some(m) = moves else {
+        return std::future::pending().await;
+    };
+    match m.changed().await {
+        Ok(()) => Some(*m.borrow_and_update()),
+        // The router is gone: the proxy is stopping.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// The session's clock: vardiff's retarget interval.
+fn ticks(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Passes shares to their links and blocks to the router.
+fn hand_on(session: &mut Session, route: &mut ShareRoute) {
+    for effect in session.effects.drain(..) {
+        match effect {
+            Effect::Share { link, share } => {
+                if route.send(&session.shared.links, link, share).is_err() {
+                    session.shared.stats.pool_dropped(1);
+                }
+            }
+            Effect::Block(block) => session.shared.blocks.found(*block),
+        }
+    }
+}
+
+fn finish(session: &Session, end: &SessionEnd) {
+    session.shared.stats.connection_closed();
+    let side = end.side();
+    if session.is_mining() {
+        info!(peer = %session.peer, worker = session.worker_name(), reason = %end, %side, "ASIC disconnected");
+    } else {
+        debug!(peer = %session.peer, reason = %end, %side, "connection closed before mining");
+    }
+    if matches!(end, SessionEnd::Conn(_) | SessionEnd::NotStratum { .. }) {
+        warn!(peer = %session.peer, worker = session.worker_name(), reason = %end, "miner cut off");
+    }
+}
+
+/// Output buffer capacity kept between writes.
+const OUT_KEEP: usize = 512;
+
+async fn flush(
+    conn: &mut Connection,
+    out: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), SessionEnd> {
+    let write = tokio::time::timeout(timeout, conn.write_all(out)).await;
+    out.clear();
+    // Replies fit in a few hundred bytes; a notify line grows the buffer past a kilobyte, and
+    // an idle miner would keep that between tips: give it back (one allocation per job sent
+    // is nothing next to the write it goes with).
+    if out.capacity() > OUT_KEEP {
+        *out = Vec::new();
+    }
+    match write {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SessionEnd::Write(e)),
+        Err(_) => Err(SessionEnd::WriteTimeout),
+    }
+}
+
 mod end;
 mod limits;
-mod serve;
+mod setup;
 #[cfg(test)]
 mod tests;
 mod work;
