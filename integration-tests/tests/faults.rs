@@ -1,13 +1,16 @@
 //! Faults injected between jd-proxy and its peers, on real processes: a TCP relay
-//! (`support::relay`) sits between the proxy and the pool, the pool's JDS or the node's RPC, and
-//! stalls, delays or cuts what passes. The pool is the reference `pool_sv2` with its JDS
-//! (`support::farm`); the nodes are regtest Bitcoin Core; CPU miners speak real dialects.
+//! (`support::relay`) sits between the proxy and the pool, the pool's JDS, the node's RPC or our
+//! template provider (`provider`), and stalls, delays, half-opens or cuts what passes. The pool
+//! is the reference `pool_sv2` with its JDS (`support::farm`); the nodes are regtest Bitcoin
+//! Core; CPU miners speak real dialects.
 //!
 //! Each test prints the figure it measures (failover time, verdict delay, connections) for
 //! RELIABILITY.md.
 
 #[path = "faults/checks.rs"]
 mod checks;
+#[path = "faults/provider.rs"]
+mod provider;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -85,6 +85,41 @@ impl Solution {
     /// # Errors
     /// A coinbase that does not decode or is not a coinbase, or another template's solution.
     pub fn assemble(&self, template: &Template) -> Result<AssembledBlock, SolutionError> {
+        let (header, coinbase) = self.header_and_coinbase(template)?;
+        let tx_bytes: usize = template.txs.iter().map(|t| t.data.len()).sum();
+        let mut bytes = Vec::with_capacity(80 + 9 + self.coinbase_tx.len() + 36 + tx_bytes);
+        header
+            .consensus_encode(&mut bytes)
+            .expect("writing to a Vec cannot fail");
+        VarInt::from(template.txs.len() + 1)
+            .consensus_encode(&mut bytes)
+            .expect("writing to a Vec cannot fail");
+        coinbase
+            .consensus_encode(&mut bytes)
+            .expect("writing to a Vec cannot fail");
+        for tx in template.txs.iter() {
+            bytes.extend_from_slice(&tx.data);
+        }
+        Ok(AssembledBlock {
+            hash: header.block_hash(),
+            header,
+            bytes,
+        })
+    }
+
+    /// The block header this solution makes on `template`, without copying the template's
+    /// transactions: enough to check the proof of work before paying for the whole block.
+    ///
+    /// # Errors
+    /// As [`assemble`](Self::assemble).
+    pub fn header(&self, template: &Template) -> Result<block::Header, SolutionError> {
+        self.header_and_coinbase(template).map(|(h, _)| h)
+    }
+
+    fn header_and_coinbase(
+        &self,
+        template: &Template,
+    ) -> Result<(block::Header, Transaction), SolutionError> {
         if self.template_id != template.id {
             return Err(SolutionError::WrongTemplate {
                 solution: self.template_id,
@@ -107,25 +142,7 @@ impl Solution {
             bits: template.bits,
             nonce: self.nonce,
         };
-        let tx_bytes: usize = template.txs.iter().map(|t| t.data.len()).sum();
-        let mut bytes = Vec::with_capacity(80 + 9 + self.coinbase_tx.len() + 36 + tx_bytes);
-        header
-            .consensus_encode(&mut bytes)
-            .expect("writing to a Vec cannot fail");
-        VarInt::from(template.txs.len() + 1)
-            .consensus_encode(&mut bytes)
-            .expect("writing to a Vec cannot fail");
-        coinbase
-            .consensus_encode(&mut bytes)
-            .expect("writing to a Vec cannot fail");
-        for tx in template.txs.iter() {
-            bytes.extend_from_slice(&tx.data);
-        }
-        Ok(AssembledBlock {
-            hash: header.block_hash(),
-            header,
-            bytes,
-        })
+        Ok((header, coinbase))
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod fds;
 pub mod journal;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -79,7 +80,14 @@ struct Inner {
     tracker: TaskTracker,
     /// Every found block and every verdict, as they happen, for whoever shows them.
     news: broadcast::Sender<BlockNews>,
+    /// Blocks journaled by this process or found in the journal at start: a block handed over
+    /// twice (a client sending it again on a new link) is journaled and submitted once.
+    known: Mutex<HashSet<BlockHash>>,
 }
+
+/// Past this many known blocks the set starts again: a farm finds a handful a year, and a
+/// block handed over twice comes within seconds.
+const KNOWN_MAX: usize = 4096;
 
 /// What happened to a block, as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +148,7 @@ impl Blocks {
                 reserve: Arc::new(FdReserve::new(fds::RESERVED)),
                 tracker: tracker.clone(),
                 news: broadcast::Sender::new(NEWS_KEPT),
+                known: Mutex::new(entries.iter().map(|e| e.hash).collect()),
             }),
         };
         blocks.resubmit(entries);
@@ -165,6 +174,10 @@ impl Blocks {
     /// Journals `block` (synced before this returns), then submits it to every node in tasks
     /// of their own.
     pub async fn found(&self, block: FoundBlock) -> Journaled {
+        if !self.first_time(block.hash) {
+            info!(hash = %block.hash, height = block.height, found_by = %block.found_by, "block handed over again: it is already journaled and being submitted");
+            return Journaled::OnDisk;
+        }
         let _ = self.inner.news.send(BlockNews::Found {
             hash: block.hash,
             height: block.height,
@@ -211,6 +224,19 @@ impl Blocks {
         write
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// Whether `hash` is new to this journal; remembers it.
+    fn first_time(&self, hash: BlockHash) -> bool {
+        let mut known = self
+            .inner
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(hash)
     }
 
     fn resubmit(&self, entries: Vec<Entry>) {
@@ -316,5 +342,68 @@ fn log_verdict(block: &FoundBlock, node: &Node, verdict: &Verdict, failures: u32
             error!(%hash, height, %node, %reason, "node REJECTED the block");
         }
         Verdict::MissingParent => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, CompactTarget, Network};
+    use mining_types::{TemplateId, TemplateKind};
+
+    use super::*;
+
+    fn template() -> Template {
+        Template {
+            id: TemplateId::new(1),
+            kind: TemplateKind::Empty,
+            network: Network::Regtest,
+            height: 101,
+            prev_hash: BlockHash::all_zeros(),
+            version: bitcoin::block::Version::from_consensus(0x2000_0000),
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            min_time: 0,
+            cur_time: 0,
+            coinbase_value: Amount::from_sat(5_000_000_000),
+            witness_commitment: None,
+            txs: Arc::new(vec![]),
+            merkle_path: vec![],
+        }
+    }
+
+    fn block(n: u8) -> FoundBlock {
+        FoundBlock {
+            hash: BlockHash::from_byte_array([n; 32]),
+            height: 101,
+            bytes: vec![n; 81],
+            found_by: "test".into(),
+        }
+    }
+
+    /// A client that sends a block again on a new link (it never heard the first one arrive)
+    /// must not make a second journal entry, nor a second submission; after a restart the
+    /// journal's blocks count as known too.
+    #[tokio::test]
+    async fn a_block_handed_over_twice_is_journaled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = TaskTracker::new();
+        let (_tx, templates) = watch::channel(Arc::new(template()));
+        let blocks = Blocks::start(dir.path(), vec![], templates.clone(), &tracker).unwrap();
+        assert_eq!(blocks.found(block(1)).await, Journaled::OnDisk);
+        assert_eq!(blocks.found(block(1)).await, Journaled::OnDisk);
+        assert_eq!(blocks.found(block(2)).await, Journaled::OnDisk);
+        drop(blocks);
+        let (_, entries) = Journal::open(dir.path(), BALLAST_BYTES).unwrap();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+
+        let again = Blocks::start(dir.path(), vec![], templates, &tracker).unwrap();
+        again.found(block(2)).await;
+        drop(again);
+        let (_, entries) = Journal::open(dir.path(), BALLAST_BYTES).unwrap();
+        assert_eq!(
+            entries.len(),
+            2,
+            "known from the journal at start: {entries:?}"
+        );
     }
 }

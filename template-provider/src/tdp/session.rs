@@ -41,7 +41,7 @@ enum SessionEnd {
     OutOfOrder { expected: &'static str, got: u8 },
     #[error("refused SetupConnection: {0}")]
     Refused(&'static str),
-    #[error("too many solutions ({0} a minute); the client is cut off")]
+    #[error("too many solutions that are no block ({0} a minute); the client is cut off")]
     SolutionFlood(u32),
     #[error(transparent)]
     Wire(#[from] Sv2Error),
@@ -57,7 +57,7 @@ impl SessionEnd {
     }
 }
 
-/// Solutions a client may submit per minute; a real one finds a few a day.
+/// Solutions that are no block a client may submit per minute; an honest one sends none.
 const MAX_SOLUTIONS_PER_MINUTE: u32 = 60;
 
 pub(crate) async fn run(
@@ -240,10 +240,8 @@ impl Session {
                     .await
             }
             MESSAGE_TYPE_SUBMIT_SOLUTION => {
-                self.count_solution()?;
                 let sol: SubmitSolution<'_> = frame.decode()?;
-                self.solution(&sol);
-                Ok(())
+                self.solution(&sol)
             }
             other => Err(Sv2Error::Unexpected(other).into()),
         }
@@ -280,7 +278,8 @@ impl Session {
         Ok(())
     }
 
-    /// Bounds the expensive path: each solution is a block assembly and a node call.
+    /// Bounds what a client can make us do for nothing: solutions that are no block. A real
+    /// block is never counted, so no rate of them can lose one (on regtest every share is one).
     fn count_solution(&mut self) -> Result<(), SessionEnd> {
         let (start, n) = &mut self.solutions;
         if start.elapsed() > std::time::Duration::from_secs(60) {
@@ -297,12 +296,25 @@ impl Session {
     /// A block: built here from the stored template and submitted in a tracked task of its
     /// own, so the node's answer never holds up this client's templates and shutdown waits
     /// for it.
-    fn solution(&mut self, sol: &SubmitSolution<'_>) {
+    fn solution(&mut self, sol: &SubmitSolution<'_>) -> Result<(), SessionEnd> {
         let solution = solution_from_tdp(sol);
         let Some(t) = self.shared.store.get(solution.template_id) else {
             warn!(peer = %self.peer, template = sol.template_id, "solution for a template we no longer have");
-            return;
+            return self.count_solution();
         };
+        // The header first (one hash, no copy of the block): only a solution that meets the
+        // block's target is worth assembling and sending to the node.
+        match solution.header(&t).map(|h| h.validate_pow(h.target())) {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                warn!(peer = %self.peer, template = sol.template_id, "solution does not meet the block's target");
+                return self.count_solution();
+            }
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "unusable solution");
+                return self.count_solution();
+            }
+        }
         match solution.assemble(&t) {
             Ok(block) => {
                 info!(peer = %self.peer, hash = %block.hash, height = t.height, "BLOCK FOUND by a TDP client");
@@ -319,6 +331,7 @@ impl Session {
             }
             Err(e) => warn!(peer = %self.peer, error = %e, "unusable solution"),
         }
+        Ok(())
     }
 }
 
