@@ -140,6 +140,10 @@ listen = "127.0.0.1:$PROXY_PORT"
 max_connections = 19000
 # jd-load spreads its miners over a few loopback addresses: no per-address cap here.
 max_connections_per_ip = 0
+# A closed-loop miner sends hundreds of shares a second, where an ASIC sends one every few
+# seconds: the per-connection request budget (100/s by default, a defence against floods)
+# would cut it off within seconds, so the load runs lift it.
+max_requests_per_sec = 1000000
 [vardiff]
 initial_difficulty = $SHARE_DIFF
 min_difficulty = $SHARE_DIFF
