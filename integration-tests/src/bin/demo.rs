@@ -240,6 +240,8 @@ async fn start_jd_proxy(bin: &Path, config: &Path, addr: SocketAddr) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The config leaves `[http] listen` at its default.
+    say("jd-proxy is up: its dashboard is at http://127.0.0.1:9100/ (jd-proxy status prints a summary)");
     Ok(proxy)
 }
 
