@@ -7,18 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::figures::asic::AtomicF64;
 use crate::share::Reject;
 
-const REASONS: [Reject; 10] = [
-    Reject::UnknownJob,
-    Reject::StaleJob,
-    Reject::Duplicate,
-    Reject::AboveTarget,
-    Reject::NtimeOutOfRange,
-    Reject::BadVersionBits,
-    Reject::BadExtranonce2,
-    Reject::Malformed,
-    Reject::NotSubscribed,
-    Reject::Unauthorized,
-];
+const REASONS: [Reject; 10] = Reject::ALL;
 
 /// Workers whose pool verdicts are counted one by one.
 const MAX_POOL_WORKERS: usize = 100_000;

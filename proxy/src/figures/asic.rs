@@ -11,18 +11,7 @@ use super::rates::Rates;
 use crate::share::Reject;
 
 /// Every reason a share is refused, in the order counters are kept.
-pub const REASONS: [Reject; 10] = [
-    Reject::UnknownJob,
-    Reject::StaleJob,
-    Reject::Duplicate,
-    Reject::AboveTarget,
-    Reject::NtimeOutOfRange,
-    Reject::BadVersionBits,
-    Reject::BadExtranonce2,
-    Reject::Malformed,
-    Reject::NotSubscribed,
-    Reject::Unauthorized,
-];
+pub const REASONS: [Reject; 10] = Reject::ALL;
 
 /// An `f64` kept in an atomic, for sums with a single writer.
 #[derive(Debug, Default)]

@@ -34,6 +34,20 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every reason, in the order the counters keep them.
+    pub const ALL: [Reject; 10] = [
+        Reject::UnknownJob,
+        Reject::StaleJob,
+        Reject::Duplicate,
+        Reject::AboveTarget,
+        Reject::NtimeOutOfRange,
+        Reject::BadVersionBits,
+        Reject::BadExtranonce2,
+        Reject::Malformed,
+        Reject::NotSubscribed,
+        Reject::Unauthorized,
+    ];
+
     /// The classic Stratum V1 error code and message (as ckpool and most pools answer).
     pub fn sv1_error(self) -> (i32, &'static str) {
         match self {
